@@ -1,0 +1,62 @@
+# qrsys: run `make` for the list of targets.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PROTOS := $(wildcard protos/qrsys/v1/*.proto)
+STUBS  := qrsys_grpc/v1
+
+.DEFAULT_GOAL := help
+.PHONY: help install run migrate test lint format proto proto-check clean
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+install: $(STAMP) ## Create .venv and install qrsys with its dev tools
+
+run: $(STAMP) ## Migrate and serve on QRSYS_LISTEN_ADDRESS (embedded PostgreSQL if QRSYS_DATABASE_URL is unset)
+	$(BIN)/qrsys-server --migrate
+
+migrate: $(STAMP) ## Upgrade the database QRSYS_DATABASE_URL names to the newest schema
+	$(BIN)/qrsys-server --migrate-only
+
+test: $(STAMP) ## Run the tests against QRSYS_TEST_DATABASE_URL or an embedded PostgreSQL
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff lint, ruff format check and mypy strict
+	$(BIN)/ruff check qrsys_grpc tests migrations
+	$(BIN)/ruff format --check qrsys_grpc tests migrations
+	$(BIN)/mypy
+
+format: $(STAMP) ## Format the code with ruff
+	$(BIN)/ruff check --fix qrsys_grpc tests migrations
+	$(BIN)/ruff format qrsys_grpc tests migrations
+
+# protoc writes `from qrsys.v1 import x_pb2` into the gRPC stubs; the stubs
+# live in qrsys_grpc.v1, so that one import line is rewritten to match.
+proto: $(STAMP) ## Regenerate the Python stubs in qrsys_grpc/v1 from protos/
+	rm -rf $(STUBS) .proto-out && mkdir -p .proto-out $(STUBS)
+	$(BIN)/python -m grpc_tools.protoc -I protos \
+		--plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy \
+		--plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc \
+		--python_out=.proto-out --grpc_python_out=.proto-out \
+		--mypy_out=.proto-out --mypy_grpc_out=.proto-out \
+		$(PROTOS)
+	cp .proto-out/qrsys/v1/* $(STUBS)/
+	sed -i 's/^from qrsys\.v1 import/from qrsys_grpc.v1 import/' $(STUBS)/*.py $(STUBS)/*.pyi
+	printf '"""Stubs generated from protos/qrsys/v1 by `make proto`."""\n' > $(STUBS)/__init__.py
+	rm -rf .proto-out
+
+proto-check: proto ## Fail when the committed stubs differ from protos/
+	git diff --exit-code --stat -- $(STUBS)
+	@test -z "$$(git status --porcelain -- $(STUBS))" || { git status --short -- $(STUBS); exit 1; }
+
+clean: ## Remove the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,1 @@
+"""qrsys: a gRPC service that stores QR code definitions and renders them."""

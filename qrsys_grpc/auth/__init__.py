@@ -1,0 +1,1 @@
+"""AuthService: accounts, passwords, tokens and the RPC handlers."""

@@ -1,0 +1,174 @@
+"""Access tokens (signed JWTs) and refresh tokens (random, stored as digests).
+
+An access token names its user (``sub``), its session (``sid``) and its type
+(``typ`` = ``access``). It is accepted only when signed by a known key with
+that key's pinned algorithm, for our issuer and audience, unexpired. Whether
+its session is still live is the caller's question: see ``SessionGuard``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import jwt
+
+from qrsys_grpc import errors
+
+logger = logging.getLogger(__name__)
+
+ACCESS_TOKEN_TYPE = "access"  # noqa: S105 - a claim value, not a secret
+REFRESH_TOKEN_BYTES = 32
+KEY_FILE_NAME = "jwt-signing-key"
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """A key with its id and the one algorithm it may be used with."""
+
+    kid: str
+    algorithm: str
+    secret: bytes
+
+    @classmethod
+    def hs256(cls, secret: bytes) -> SigningKey:
+        """An HMAC-SHA256 key whose id is derived from its bytes."""
+        kid = hashlib.sha256(b"qrsys-kid:" + secret).hexdigest()[:16]
+        return cls(kid=kid, algorithm="HS256", secret=secret)
+
+
+@dataclass(frozen=True)
+class AccessClaims:
+    """What a verified access token says."""
+
+    user_id: uuid.UUID
+    session_id: uuid.UUID
+    expire_time: datetime
+
+
+def load_or_create_key_file(path: Path) -> bytes:
+    """Read the key in ``path``, creating it (mode 0600) with 64 random bytes
+    if it does not exist."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(64))
+        logger.info("generated a new token signing key in %s", path)
+    return path.read_text().strip().encode()
+
+
+def refresh_token_digest(token: str) -> bytes:
+    """The SHA-256 digest under which a refresh token is stored."""
+    return hashlib.sha256(token.encode()).digest()
+
+
+def new_refresh_token() -> tuple[str, bytes]:
+    """A fresh random refresh token and its digest."""
+    token = secrets.token_urlsafe(REFRESH_TOKEN_BYTES)
+    return token, refresh_token_digest(token)
+
+
+class TokenIssuer:
+    """Signs and verifies access tokens with a ring of keys."""
+
+    def __init__(
+        self,
+        signing_key: SigningKey,
+        *,
+        issuer: str,
+        audience: str,
+        access_ttl: timedelta,
+        refresh_ttl: timedelta,
+        verify_keys: tuple[SigningKey, ...] = (),
+    ) -> None:
+        self._signing_key = signing_key
+        self._keys = {key.kid: key for key in (signing_key, *verify_keys)}
+        self._issuer = issuer
+        self._audience = audience
+        self.access_ttl = access_ttl
+        self.refresh_ttl = refresh_ttl
+
+    def issue_access(
+        self, user_id: uuid.UUID, session_id: uuid.UUID, *, now: datetime | None = None
+    ) -> tuple[str, datetime]:
+        """Sign an access token; return it with its expiry time."""
+        issued = (now or datetime.now(UTC)).replace(microsecond=0)
+        expires = issued + self.access_ttl
+        claims = {
+            "sub": str(user_id),
+            "sid": str(session_id),
+            "jti": uuid.uuid4().hex,
+            "iat": issued,
+            "nbf": issued,
+            "exp": expires,
+            "iss": self._issuer,
+            "aud": self._audience,
+            "typ": ACCESS_TOKEN_TYPE,
+        }
+        key = self._signing_key
+        token = jwt.encode(
+            claims, key.secret, algorithm=key.algorithm, headers={"kid": key.kid}
+        )
+        return token, expires
+
+    def refresh_expire_time(self, now: datetime | None = None) -> datetime:
+        """When a refresh token issued now expires."""
+        return (now or datetime.now(UTC)) + self.refresh_ttl
+
+    def verify_access(self, token: str) -> AccessClaims:
+        """Check an access token's signature, type and claims.
+
+        Raises:
+            errors.Unauthenticated: anything about the token is wrong.
+        """
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise errors.Unauthenticated(
+                "the access token is malformed", reason="TOKEN_INVALID"
+            ) from exc
+        key = self._keys.get(str(header.get("kid", "")))
+        if key is None:
+            raise errors.Unauthenticated(
+                "the access token was signed by an unknown key", reason="TOKEN_INVALID"
+            )
+        try:
+            claims = jwt.decode(
+                token,
+                key.secret,
+                algorithms=[key.algorithm],
+                audience=self._audience,
+                issuer=self._issuer,
+                options={
+                    "require": ["sub", "sid", "jti", "iat", "exp", "iss", "aud", "typ"]
+                },
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise errors.Unauthenticated(
+                "the access token has expired", reason="TOKEN_EXPIRED"
+            ) from exc
+        except jwt.PyJWTError as exc:
+            raise errors.Unauthenticated(
+                "the access token is invalid", reason="TOKEN_INVALID"
+            ) from exc
+        if claims.get("typ") != ACCESS_TOKEN_TYPE:
+            raise errors.Unauthenticated(
+                "the token is not an access token", reason="TOKEN_INVALID"
+            )
+        try:
+            return AccessClaims(
+                user_id=uuid.UUID(claims["sub"]),
+                session_id=uuid.UUID(claims["sid"]),
+                expire_time=datetime.fromtimestamp(claims["exp"], UTC),
+            )
+        except (ValueError, TypeError) as exc:
+            raise errors.Unauthenticated(
+                "the access token is invalid", reason="TOKEN_INVALID"
+            ) from exc

@@ -1,0 +1,246 @@
+"""Per-call concerns of every qrsys RPC, in one server interceptor.
+
+For each call: take or make a request id and send it back, bind the logging
+fields, check the access token unless the method is public, turn domain
+errors into rich statuses (and anything unexpected into a bare INTERNAL),
+and log one line with the outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf.message import Message
+
+from qrsys_grpc import errors, logs, status
+from qrsys_grpc.auth.accounts import Accounts
+from qrsys_grpc.auth.caller import current_caller
+
+logger = logging.getLogger("qrsys_grpc.access")
+
+QRSYS_PREFIX = "/qrsys.v1."
+
+PUBLIC_METHODS = frozenset(
+    {
+        "/qrsys.v1.AuthService/Register",
+        "/qrsys.v1.AuthService/Login",
+        "/qrsys.v1.AuthService/RefreshToken",
+    }
+)
+
+AUTHENTICATED_METHODS = frozenset(
+    {
+        "/qrsys.v1.AuthService/Logout",
+        "/qrsys.v1.AuthService/LogoutAll",
+        "/qrsys.v1.AuthService/GetCurrentUser",
+        "/qrsys.v1.AuthService/ChangePassword",
+        "/qrsys.v1.AuthService/DeleteAccount",
+        "/qrsys.v1.AuthService/IntrospectToken",
+        "/qrsys.v1.QrCodeService/CreateQrCode",
+        "/qrsys.v1.QrCodeService/BatchCreateQrCodes",
+        "/qrsys.v1.QrCodeService/GetQrCode",
+        "/qrsys.v1.QrCodeService/ListQrCodes",
+        "/qrsys.v1.QrCodeService/UpdateQrCode",
+        "/qrsys.v1.QrCodeService/DeleteQrCode",
+        "/qrsys.v1.QrCodeService/RenderQrCode",
+        "/qrsys.v1.QrCodeService/PreviewQrCode",
+        "/qrsys.v1.QrCodeService/ExportQrCodes",
+    }
+)
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+REQUEST_ID_KEY = "x-request-id"
+MAX_REQUEST_ID_LENGTH = 128
+
+
+class _Unparseable:
+    """Stands in for a request whose bytes are not the expected message."""
+
+
+UNPARSEABLE = _Unparseable()
+
+
+def _lenient(
+    deserializer: Callable[[bytes], Message] | None,
+) -> Callable[[bytes], Message | _Unparseable] | None:
+    if deserializer is None:
+        return None
+
+    def parse(data: bytes) -> Message | _Unparseable:
+        try:
+            return deserializer(data)
+        except Exception:  # any decode failure is the client's
+            return UNPARSEABLE
+
+    return parse
+
+
+def bearer_token(metadata: tuple[tuple[str, str | bytes], ...]) -> str:
+    """The token of ``authorization: Bearer <token>`` metadata.
+
+    Raises:
+        errors.Unauthenticated: missing, or not of the Bearer scheme.
+    """
+    values = [value for key, value in metadata if key == "authorization"]
+    if not values:
+        raise errors.Unauthenticated(
+            "this call needs `authorization: Bearer <access token>` metadata",
+            reason="TOKEN_MISSING",
+        )
+    value = values[0]
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    scheme, _, token = value.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise errors.Unauthenticated(
+            "the authorization metadata must be `Bearer <access token>`",
+            reason="TOKEN_INVALID",
+        )
+    return token.strip()
+
+
+def _request_id(metadata: tuple[tuple[str, str | bytes], ...]) -> str:
+    for key, value in metadata:
+        if key == REQUEST_ID_KEY and isinstance(value, str):
+            cleaned = value.strip()[:MAX_REQUEST_ID_LENGTH]
+            if cleaned and cleaned.isprintable():
+                return cleaned
+    return uuid.uuid4().hex
+
+
+class CallInterceptor(grpc.aio.ServerInterceptor):
+    """Authentication, request ids, error mapping and access logs."""
+
+    def __init__(self, accounts: Accounts) -> None:
+        self._accounts = accounts
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or not method.startswith(QRSYS_PREFIX):
+            return handler
+        public = method in PUBLIC_METHODS
+        deserializer = _lenient(handler.request_deserializer)
+
+        if handler.unary_unary is not None:
+            inner_unary: Any = handler.unary_unary
+
+            async def unary(request: Any, context: Context) -> Any:
+                started = await self._begin(method, public, request, context)
+                try:
+                    response = await inner_unary(request, context)
+                except BaseException as exc:
+                    await self._fail(exc, method, started, context)
+                    raise
+                self._log_done(method, started, grpc.StatusCode.OK)
+                return response
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary,
+                request_deserializer=deserializer,
+                response_serializer=handler.response_serializer,
+            )
+
+        if handler.unary_stream is not None:
+            inner_stream: Any = handler.unary_stream
+
+            async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
+                started = await self._begin(method, public, request, context)
+                try:
+                    async for response in inner_stream(request, context):
+                        yield response
+                except BaseException as exc:
+                    await self._fail(exc, method, started, context)
+                    raise
+                self._log_done(method, started, grpc.StatusCode.OK)
+
+            return grpc.unary_stream_rpc_method_handler(
+                stream,
+                request_deserializer=deserializer,
+                response_serializer=handler.response_serializer,
+            )
+
+        return handler
+
+    async def _begin(
+        self,
+        method: str,
+        public: bool,
+        request: Any,
+        context: Context,
+    ) -> float:
+        started = time.perf_counter()
+        metadata = tuple(context.invocation_metadata() or ())
+        request_id = _request_id(metadata)
+        logs.call_fields.set(
+            {
+                "request_id": request_id,
+                "method": method,
+                "peer": context.peer() or "-",
+                "user_id": "-",
+            }
+        )
+        current_caller.set(None)
+        await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
+        try:
+            if isinstance(request, _Unparseable):
+                raise errors.InvalidArgument.field(
+                    "", "the request is not a valid message for this method"
+                )
+            if not public:
+                caller = await self._accounts.authenticate(bearer_token(metadata))
+                current_caller.set(caller)
+                logs.bind(user_id=str(caller.user_id))
+        except BaseException as exc:
+            await self._fail(exc, method, started, context)
+            raise
+        return started
+
+    async def _fail(
+        self,
+        exc: BaseException,
+        method: str,
+        started: float,
+        context: Context,
+    ) -> None:
+        """Answer ``exc`` with the right status; re-raises what is not ours."""
+        if isinstance(exc, grpc.aio.AbortError):
+            return
+        if isinstance(exc, errors.QrsysError):
+            result = status.to_status(exc)
+            self._log_done(method, started, result.code, exc.reason)
+        elif isinstance(exc, Exception):
+            logger.error("unexpected error in %s", method, exc_info=exc)
+            result = status.internal_status()
+            self._log_done(method, started, result.code, "INTERNAL")
+        else:
+            self._log_done(method, started, grpc.StatusCode.CANCELLED)
+            return
+        await context.abort(result.code, result.details, result.trailing_metadata)
+
+    def _log_done(
+        self, method: str, started: float, code: grpc.StatusCode, reason: str = ""
+    ) -> None:
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        fields = logs.call_fields.get() or {}
+        logger.info(
+            "%s %s %.1fms user=%s peer=%s%s",
+            method,
+            code.name,
+            elapsed_ms,
+            fields.get("user_id", "-"),
+            fields.get("peer", "-"),
+            f" reason={reason}" if reason else "",
+        )

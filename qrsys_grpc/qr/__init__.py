@@ -1,0 +1,1 @@
+"""QrCodeService: content kinds, rendering and the RPC handlers."""

@@ -1,0 +1,132 @@
+"""The connection pool, the one place a transaction is opened, and the
+translation of driver errors into domain errors."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from qrsys_grpc import errors
+
+logger = logging.getLogger(__name__)
+
+UNIQUE_VIOLATION = "23505"
+FOREIGN_KEY_VIOLATION = "23503"
+DATA_EXCEPTION_CLASS = "22"
+CONNECTION_EXCEPTION_CLASS = "08"
+SHUTDOWN_CLASS = "57"
+
+
+def async_url(url: str) -> sa.URL:
+    """Return ``url`` with the asyncpg driver, whichever PostgreSQL form it had.
+
+    Raises:
+        ValueError: the URL is not a PostgreSQL URL.
+    """
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() not in ("postgresql", "postgres"):
+        raise ValueError(f"not a PostgreSQL URL: {parsed.drivername}")
+    return parsed.set(drivername="postgresql+asyncpg")
+
+
+def _sqlstate(exc: sa_exc.DBAPIError) -> str:
+    """The five-character SQLSTATE of a driver error, or the empty string."""
+    for candidate in (exc.orig, getattr(exc.orig, "__cause__", None)):
+        state = getattr(candidate, "sqlstate", None)
+        if isinstance(state, str):
+            return state
+    return ""
+
+
+def _constraint(exc: sa_exc.DBAPIError) -> str:
+    for candidate in (exc.orig, getattr(exc.orig, "__cause__", None)):
+        name = getattr(candidate, "constraint_name", None)
+        if isinstance(name, str):
+            return name
+    return ""
+
+
+def translate(exc: Exception) -> errors.QrsysError | None:
+    """Map a driver or connection error to a domain error, or ``None``."""
+    if isinstance(exc, sa_exc.DBAPIError):
+        state = _sqlstate(exc)
+        if state == UNIQUE_VIOLATION:
+            return errors.AlreadyExists(f"duplicate value for {_constraint(exc)}")
+        if state == FOREIGN_KEY_VIOLATION:
+            return errors.NotFound("a referenced record does not exist")
+        if state.startswith(DATA_EXCEPTION_CLASS):
+            return errors.InvalidArgument.field(
+                "", "a value could not be stored as sent", reason="INVALID_VALUE"
+            )
+        if (
+            state.startswith((CONNECTION_EXCEPTION_CLASS, SHUTDOWN_CLASS))
+            or exc.connection_invalidated
+            or isinstance(exc, sa_exc.InterfaceError)
+        ):
+            return errors.Unavailable("the database cannot be reached")
+        return None
+    if isinstance(exc, OSError | TimeoutError | ConnectionError):
+        return errors.Unavailable("the database cannot be reached")
+    return None
+
+
+class Database:
+    """The pool of connections to PostgreSQL shared by every repository."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        statement_timeout_seconds: float = 10.0,
+        connect_timeout_seconds: float = 5.0,
+    ) -> None:
+        self.engine: AsyncEngine = create_async_engine(
+            async_url(url),
+            pool_size=pool_size,
+            max_overflow=0,
+            pool_timeout=connect_timeout_seconds,
+            pool_pre_ping=True,
+            connect_args={
+                "timeout": connect_timeout_seconds,
+                "command_timeout": statement_timeout_seconds + 1,
+                "server_settings": {
+                    "statement_timeout": str(int(statement_timeout_seconds * 1000)),
+                    "application_name": "qrsys",
+                },
+            },
+        )
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        """Open a connection in a transaction that commits on success.
+
+        Raises:
+            errors.Unavailable: the database cannot be reached.
+            errors.AlreadyExists: a unique constraint was violated.
+            errors.InvalidArgument: PostgreSQL rejected a value.
+        """
+        try:
+            async with self.engine.begin() as conn:
+                yield conn
+        except errors.QrsysError:
+            raise
+        except Exception as exc:
+            domain = translate(exc)
+            if domain is None:
+                raise
+            raise domain from exc
+
+    async def ping(self) -> None:
+        """Run a trivial query; raise ``errors.Unavailable`` when it fails."""
+        async with self.transaction() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+
+    async def close(self) -> None:
+        """Close every pooled connection."""
+        await self.engine.dispose()

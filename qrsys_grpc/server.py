@@ -1,0 +1,278 @@
+"""Start-up and shutdown: settings, database, services, workers, signals.
+
+``qrsys-server`` reads its configuration from QRSYS_* variables, starts an
+embedded PostgreSQL when no database is configured, optionally migrates it,
+refuses to serve a schema behind the newest revision, and serves both
+services with health and reflection until SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from datetime import timedelta
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+from pydantic import ValidationError
+
+from qrsys_grpc import logs, migrate
+from qrsys_grpc.auth.accounts import Accounts
+from qrsys_grpc.auth.handlers import AuthServicer
+from qrsys_grpc.auth.tokens import (
+    KEY_FILE_NAME,
+    SigningKey,
+    TokenIssuer,
+    load_or_create_key_file,
+)
+from qrsys_grpc.blocking import BlockingRunner
+from qrsys_grpc.embedded import EmbeddedPostgres
+from qrsys_grpc.interceptors import CallInterceptor
+from qrsys_grpc.qr.codes import QrCodes
+from qrsys_grpc.qr.handlers import QrCodeServicer
+from qrsys_grpc.qr.render import RenderCache
+from qrsys_grpc.repository.database import Database
+from qrsys_grpc.settings import Settings
+from qrsys_grpc.v1 import auth_pb2, auth_pb2_grpc, qr_code_pb2, qr_code_pb2_grpc
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name,
+    qr_code_pb2.DESCRIPTOR.services_by_name["QrCodeService"].full_name,
+)
+
+
+class StartupError(RuntimeError):
+    """The server cannot start; the message says what to do."""
+
+
+def token_issuer(settings: Settings) -> TokenIssuer:
+    """The token issuer for the configured (or generated) signing key."""
+    if settings.jwt_secret is not None:
+        secret = settings.jwt_secret.get_secret_value().encode()
+    else:
+        path = settings.jwt_secret_file or settings.data_dir / KEY_FILE_NAME
+        secret = load_or_create_key_file(path)
+        if settings.database_url and settings.jwt_secret_file is None:
+            logger.warning(
+                "no QRSYS_JWT_SECRET or QRSYS_JWT_SECRET_FILE is set: tokens are "
+                "signed with the key in %s; replicas sharing this database must "
+                "share that key",
+                path,
+            )
+    if len(secret) < 32:
+        raise StartupError("the token signing key must be at least 32 bytes")
+    return TokenIssuer(
+        SigningKey.hs256(secret),
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        access_ttl=timedelta(seconds=settings.access_token_ttl_seconds),
+        refresh_ttl=timedelta(seconds=settings.refresh_token_ttl_seconds),
+    )
+
+
+@dataclass
+class RunningServer:
+    """A started server with what must be closed after it."""
+
+    server: grpc.aio.Server
+    port: int
+    health: HealthServicer
+    database: Database
+    blocking: BlockingRunner
+
+    async def stop(self, grace: float) -> None:
+        """Refuse new calls, let calls in flight finish, then close."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        await self.database.close()
+        self.blocking.close()
+
+
+async def start_server(
+    settings: Settings, database_url: str, *, reuse_port: bool = False
+) -> RunningServer:
+    """Build and start a server on ``settings.listen_address``.
+
+    Raises:
+        StartupError: the schema is behind, or the address cannot be bound.
+    """
+    database = Database(
+        database_url,
+        pool_size=settings.db_pool_size,
+        statement_timeout_seconds=settings.db_statement_timeout_seconds,
+    )
+    try:
+        await migrate.ensure_current(database.engine, settings.migrations_dir)
+    except migrate.SchemaOutOfDate as exc:
+        await database.close()
+        raise StartupError(str(exc)) from exc
+    except Exception as exc:
+        await database.close()
+        raise StartupError(f"cannot reach the database: {exc}") from exc
+
+    blocking = BlockingRunner(settings.blocking_threads)
+    accounts = Accounts(database, blocking, token_issuer(settings))
+    qr_codes = QrCodes(database, blocking, RenderCache(settings.render_cache_bytes))
+
+    server = grpc.aio.server(
+        interceptors=[CallInterceptor(accounts)],
+        options=[
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_send_message_length", settings.max_message_bytes),
+            ("grpc.so_reuseport", 1 if reuse_port else 0),
+        ],
+    )
+    auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(accounts), server)
+    qr_code_pb2_grpc.add_QrCodeServiceServicer_to_server(
+        QrCodeServicer(qr_codes), server
+    )
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(
+        (
+            *SERVICE_NAMES,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
+    try:
+        port = server.add_insecure_port(settings.listen_address)
+    except RuntimeError as exc:
+        port = 0
+        logger.debug("bind failed: %s", exc)
+    if port == 0:
+        await database.close()
+        blocking.close()
+        raise StartupError(
+            f"cannot listen on {settings.listen_address}: the address is in use "
+            "or invalid (set QRSYS_LISTEN_ADDRESS)"
+        )
+    await server.start()
+    for name in ("", *SERVICE_NAMES):
+        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return RunningServer(server, port, health, database, blocking)
+
+
+async def serve(settings: Settings, database_url: str, *, reuse_port: bool) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully."""
+    running = await start_server(settings, database_url, reuse_port=reuse_port)
+    logger.info("qrsys serving on %s", settings.listen_address)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+
+    logger.info(
+        "shutting down; calls in flight have %.0fs", settings.grace_period_seconds
+    )
+    await running.stop(settings.grace_period_seconds)
+    logger.info("stopped")
+
+
+def _worker(settings: Settings, database_url: str) -> None:
+    logs.configure(settings.log_format, settings.log_level)
+    try:
+        asyncio.run(serve(settings, database_url, reuse_port=True))
+    except StartupError as exc:
+        logger.error("%s", exc)
+        sys.exit(2)
+
+
+def run_workers(settings: Settings, database_url: str) -> int:
+    """Run ``settings.workers`` server processes on one address.
+
+    Each is spawned fresh (never forked after gRPC started) with its own pool;
+    SO_REUSEPORT lets the kernel spread connections between them.
+    """
+    context = multiprocessing.get_context("spawn")
+    workers = [
+        context.Process(target=_worker, args=(settings, database_url), daemon=False)
+        for _ in range(settings.workers)
+    ]
+    for process in workers:
+        process.start()
+
+    def forward(signum: int, _frame: object) -> None:
+        for process in workers:
+            if process.pid is not None and process.is_alive():
+                os.kill(process.pid, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for process in workers:
+        process.join()
+    return max((process.exitcode or 0) for process in workers)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line of ``qrsys-server``."""
+    parser = argparse.ArgumentParser(
+        prog="qrsys-server",
+        description=(
+            "Serve qrsys (AuthService and QrCodeService over gRPC). Configured "
+            "by QRSYS_* environment variables; see the README. With "
+            "QRSYS_DATABASE_URL unset, an embedded PostgreSQL is started in "
+            "QRSYS_DATA_DIR."
+        ),
+    )
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--migrate",
+        action="store_true",
+        help="upgrade the database schema to the newest revision, then serve",
+    )
+    mode.add_argument(
+        "--migrate-only",
+        action="store_true",
+        help="upgrade the database schema to the newest revision and exit",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``qrsys-server`` console script."""
+    args = parse_args(argv)
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        print(f"qrsys-server: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    logs.configure(settings.log_format, settings.log_level)
+
+    embedded = (
+        EmbeddedPostgres(settings.data_dir) if not settings.database_url else None
+    )
+    try:
+        database_url = settings.database_url or embedded.start()  # type: ignore[union-attr]
+        if args.migrate or args.migrate_only:
+            migrate.upgrade(database_url, settings.migrations_dir)
+            logger.info("database schema is at the newest revision")
+            if args.migrate_only:
+                return 0
+        if settings.workers > 1:
+            return run_workers(settings, database_url)
+        asyncio.run(serve(settings, database_url, reuse_port=False))
+    except StartupError as exc:
+        logger.error("%s", exc)
+        return 2
+    finally:
+        if embedded is not None:
+            embedded.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

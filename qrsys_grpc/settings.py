@@ -1,0 +1,55 @@
+"""Every QRSYS_* environment variable, typed and validated once at start-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIN_SECRET_BYTES = 32
+
+
+class Settings(BaseSettings):
+    """The server's configuration, read from ``QRSYS_*`` variables."""
+
+    model_config = SettingsConfigDict(env_prefix="QRSYS_", extra="ignore")
+
+    listen_address: str = "127.0.0.1:50051"
+    database_url: str | None = None
+    data_dir: Path = Path(".qrsys")
+    migrations_dir: Path = Path(__file__).resolve().parent.parent / "migrations"
+
+    jwt_secret: SecretStr | None = None
+    jwt_secret_file: Path | None = None
+    jwt_issuer: str = "qrsys"
+    jwt_audience: str = "qrsys"
+    access_token_ttl_seconds: int = Field(default=900, ge=30, le=86_400)
+    refresh_token_ttl_seconds: int = Field(default=30 * 86_400, ge=60)
+
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+    db_statement_timeout_seconds: float = Field(default=10.0, gt=0)
+    blocking_threads: int = Field(default=4, ge=1, le=64)
+    render_cache_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
+    grace_period_seconds: float = Field(default=10.0, ge=0)
+    max_message_bytes: int = Field(default=8 * 1024 * 1024, ge=64 * 1024)
+
+    workers: int = Field(default=1, ge=1, le=64)
+    metrics_address: str = ""
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _secret_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().encode()) < (
+            MIN_SECRET_BYTES
+        ):
+            raise ValueError(f"must be at least {MIN_SECRET_BYTES} bytes")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _empty_url_is_unset(cls, value: str | None) -> str | None:
+        return value or None

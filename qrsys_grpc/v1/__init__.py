@@ -1,0 +1,1 @@
+"""Stubs generated from protos/qrsys/v1 by `make proto`."""

@@ -1,0 +1,67 @@
+"""A real PostgreSQL for the tests: a fresh database per run, migrated, dropped.
+
+``QRSYS_TEST_DATABASE_URL`` names a server to create the database on (any
+database of it); without it, an embedded PostgreSQL is started in a
+temporary directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from qrsys_grpc import migrate
+from qrsys_grpc.embedded import EmbeddedPostgres
+from qrsys_grpc.repository.database import async_url
+
+REPO = Path(__file__).resolve().parent.parent
+MIGRATIONS = REPO / "migrations"
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A URL of a PostgreSQL server we may create databases on."""
+    configured = os.environ.get("QRSYS_TEST_DATABASE_URL")
+    if configured:
+        yield configured
+        return
+    embedded = EmbeddedPostgres(tmp_path_factory.mktemp("embedded"))
+    try:
+        yield embedded.start()
+    finally:
+        embedded.stop()
+
+
+async def _admin(url: str, statement: str) -> None:
+    engine = create_async_engine(async_url(url), isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(sa.text(statement))
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+async def database_url(postgres_server_url: str) -> AsyncIterator[str]:
+    """A new, migrated database, dropped when the run ends."""
+    name = f"qrsys_test_{uuid.uuid4().hex[:12]}"
+    await _admin(postgres_server_url, f'CREATE DATABASE "{name}"')
+    url = (
+        sa.make_url(postgres_server_url)
+        .set(database=name)
+        .render_as_string(hide_password=False)
+    )
+    try:
+        await asyncio.to_thread(migrate.upgrade, url, MIGRATIONS)
+        yield url
+    finally:
+        await _admin(
+            postgres_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
+        )
