@@ -36,7 +36,6 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(default=8 * 1024 * 1024, ge=64 * 1024)
 
     workers: int = Field(default=1, ge=1, le=64)
-    metrics_address: str = ""
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
