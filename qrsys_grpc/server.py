@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from qrsys_grpc import logs, migrate
 from qrsys_grpc.auth.accounts import Accounts
 from qrsys_grpc.auth.handlers import AuthServicer
+from qrsys_grpc.auth.throttle import ThrottlePolicy
 from qrsys_grpc.auth.tokens import (
     KEY_FILE_NAME,
     SigningKey,
@@ -121,7 +122,17 @@ async def start_server(
         raise StartupError(f"cannot reach the database: {exc}") from exc
 
     blocking = BlockingRunner(settings.blocking_threads)
-    accounts = Accounts(database, blocking, token_issuer(settings))
+    accounts = Accounts(
+        database,
+        blocking,
+        token_issuer(settings),
+        ThrottlePolicy(
+            free_failures_per_account=settings.login_free_failures_per_account,
+            free_failures_per_address=settings.login_free_failures_per_address,
+            max_delay=timedelta(seconds=settings.login_max_delay_seconds),
+        ),
+        refresh_reuse_grace=timedelta(seconds=settings.refresh_reuse_grace_seconds),
+    )
     qr_codes = QrCodes(database, blocking, RenderCache(settings.render_cache_bytes))
 
     server = grpc.aio.server(

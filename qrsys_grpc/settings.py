@@ -28,6 +28,11 @@ class Settings(BaseSettings):
     access_token_ttl_seconds: int = Field(default=900, ge=30, le=86_400)
     refresh_token_ttl_seconds: int = Field(default=30 * 86_400, ge=60)
 
+    refresh_reuse_grace_seconds: float = Field(default=10.0, ge=0, le=300)
+    login_free_failures_per_account: int = Field(default=5, ge=1)
+    login_free_failures_per_address: int = Field(default=50, ge=1)
+    login_max_delay_seconds: int = Field(default=900, ge=1)
+
     db_pool_size: int = Field(default=10, ge=1, le=200)
     db_statement_timeout_seconds: float = Field(default=10.0, gt=0)
     blocking_threads: int = Field(default=4, ge=1, le=64)

@@ -7,18 +7,21 @@ transaction; password hashing runs in the server's blocking pool.
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from email_validator import EmailNotValidError, validate_email
 
 from qrsys_grpc import errors
 from qrsys_grpc.auth import passwords
 from qrsys_grpc.auth.caller import Caller
+from qrsys_grpc.auth.throttle import ThrottlePolicy, account_key, address_key
 from qrsys_grpc.auth.tokens import TokenIssuer, new_refresh_token, refresh_token_digest
 from qrsys_grpc.blocking import BlockingRunner
 from qrsys_grpc.repository.database import Database
+from qrsys_grpc.repository.login_failures import LoginFailureRepository
 from qrsys_grpc.repository.sessions import SessionRepository
 from qrsys_grpc.repository.users import UserRecord, UserRepository
 
@@ -88,11 +91,18 @@ class Accounts:
     """Registers users, signs them in and out, and guards their sessions."""
 
     def __init__(
-        self, database: Database, blocking: BlockingRunner, tokens: TokenIssuer
+        self,
+        database: Database,
+        blocking: BlockingRunner,
+        tokens: TokenIssuer,
+        throttle: ThrottlePolicy | None = None,
+        refresh_reuse_grace: timedelta = timedelta(0),
     ) -> None:
         self._db = database
         self._blocking = blocking
         self._tokens = tokens
+        self._throttle = throttle or ThrottlePolicy()
+        self._refresh_grace = refresh_reuse_grace
 
     async def _start_session(
         self, sessions: SessionRepository, user_id: uuid.UUID
@@ -156,30 +166,78 @@ class Accounts:
             raise errors.InvalidCredentials()
         return user, password
 
-    async def login(self, email: str, password: str) -> SignedIn:
+    async def login(self, email: str, password: str, peer: str = "") -> SignedIn:
         """Start a session for the account with this email and password.
+
+        Failed attempts are counted per account and per client address;
+        past the free allowance each key is blocked for a doubling delay.
 
         Raises:
             errors.InvalidArgument: the email or password is empty.
+            errors.TooManyAttempts: the account or address is blocked.
             errors.InvalidCredentials: wrong email or password.
         """
-        user, password = await self._check_password(email, password)
+        if not email:
+            raise errors.InvalidArgument.field("email", "is required")
+        try:
+            canonical = normalize_email(email)
+        except errors.InvalidArgument:
+            canonical = email
+        account = account_key(canonical)
+        address = address_key(peer)
+        keys = [account] if address is None else [account, address]
+        async with self._db.transaction() as conn:
+            blocked = await LoginFailureRepository(conn).seconds_blocked(keys)
+        if blocked is not None:
+            raise errors.TooManyAttempts(
+                f"too many failed sign-ins; try again in {math.ceil(blocked)} s",
+                retry_after_seconds=blocked,
+            )
+
+        try:
+            user, password = await self._check_password(email, password)
+        except errors.InvalidCredentials:
+            await self._record_failure(account, address)
+            raise
         new_hash = None
         if passwords.needs_rehash(user.password_hash):
             new_hash = await self._blocking.run(passwords.hash_password, password)
         async with self._db.transaction() as conn:
             if new_hash is not None:
                 await UserRepository(conn).set_password_hash(user.id, new_hash)
+            await LoginFailureRepository(conn).clear(account)
             tokens = await self._start_session(SessionRepository(conn), user.id)
 
         logger.info("user %s signed in", user.id)
         return SignedIn(user, tokens)
 
+    async def _record_failure(self, account: str, address: str | None) -> None:
+        policy = self._throttle
+        async with self._db.transaction() as conn:
+            failures = LoginFailureRepository(conn)
+            count = await failures.record_failure(
+                account,
+                window=policy.window,
+                delay_for=lambda n: policy.delay(n, policy.free_failures_per_account),
+            )
+            if address is not None:
+                await failures.record_failure(
+                    address,
+                    window=policy.window,
+                    delay_for=lambda n: policy.delay(
+                        n, policy.free_failures_per_address
+                    ),
+                )
+        if count > policy.free_failures_per_account:
+            logger.warning("sign-ins throttled after %d failures", count)
+
     async def refresh(self, refresh_token: str) -> IssuedTokens:
         """Rotate a refresh token: the old one stops working.
 
         A refresh token that was already rotated ends its session, since
-        someone else may hold the newer one.
+        someone else may hold the newer one; within the grace window after
+        its rotation it is accepted once more instead, for a client that lost
+        the answer.
 
         Raises:
             errors.InvalidArgument: the token is empty.
@@ -198,11 +256,12 @@ class Accounts:
         async with self._db.transaction() as conn:
             sessions = SessionRepository(conn)
             session = await sessions.rotate(
-                old_hash=old_digest, new_hash=new_digest, expire_time=refresh_expires
+                old_hash=old_digest,
+                new_hash=new_digest,
+                expire_time=refresh_expires,
+                grace=self._refresh_grace,
             )
-            reused = session is None and await sessions.revoke_by_previous_hash(
-                old_digest
-            )
+            reused = session is None and await sessions.revoke_by_used_token(old_digest)
         if reused:
             logger.warning("a rotated refresh token was replayed; session ended")
         if session is None:

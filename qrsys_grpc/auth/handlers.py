@@ -65,7 +65,9 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     async def Login(
         self, request: auth_pb2.LoginRequest, context: Context
     ) -> auth_pb2.LoginResponse:
-        signed_in = await self._accounts.login(request.email, request.password)
+        signed_in = await self._accounts.login(
+            request.email, request.password, context.peer() or ""
+        )
         return auth_pb2.LoginResponse(
             user=user_message(signed_in.user), tokens=token_pair(signed_in.tokens)
         )

@@ -1,19 +1,21 @@
 """Sign-in sessions and their rotating refresh tokens.
 
-A refresh token is stored only as its SHA-256 digest. Each use replaces it;
-the digest it replaced is kept so that a replayed token can be recognised.
+A refresh token is stored only as its SHA-256 digest. Each use replaces it,
+and the digest it replaced is kept, so that a replayed token is recognised
+for as long as its session exists.
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from qrsys_grpc.repository.tables import sessions
+from qrsys_grpc.repository.tables import sessions, used_refresh_tokens
 
 
 @dataclass(frozen=True)
@@ -47,41 +49,68 @@ class SessionRepository:
         return SessionRecord(session_id, user_id, expire_time)
 
     async def rotate(
-        self, *, old_hash: bytes, new_hash: bytes, expire_time: datetime
+        self,
+        *,
+        old_hash: bytes,
+        new_hash: bytes,
+        expire_time: datetime,
+        grace: timedelta = timedelta(0),
     ) -> SessionRecord | None:
         """Swap a live session's refresh token for a new one.
 
-        Returns the session, or ``None`` when no live session holds
-        ``old_hash`` as its current refresh token.
+        ``old_hash`` may be the current token, or, for ``grace`` after a
+        rotation, the token that rotation replaced: a client that lost the
+        answer may retry. The grace rotation does not restart the grace.
+
+        Returns the session, or ``None`` when no live session accepts
+        ``old_hash``.
         """
+        is_current = sessions.c.refresh_token_hash == old_hash
+        in_grace = sa.and_(
+            sessions.c.previous_refresh_token_hash == old_hash,
+            sessions.c.rotate_time > sa.func.now() - grace,
+        )
+        condition = sa.or_(is_current, in_grace) if grace else is_current
         statement = (
             sa.update(sessions)
             .where(
-                sessions.c.refresh_token_hash == old_hash,
+                condition,
                 sessions.c.revoke_time.is_(None),
                 sessions.c.expire_time > sa.func.now(),
             )
             .values(
                 refresh_token_hash=new_hash,
                 previous_refresh_token_hash=old_hash,
-                rotate_time=sa.func.now(),
+                rotate_time=sa.case(
+                    (is_current, sa.func.now()), else_=sessions.c.rotate_time
+                ),
                 expire_time=expire_time,
             )
             .returning(sessions.c.id, sessions.c.user_id, sessions.c.expire_time)
         )
         row = (await self._conn.execute(statement)).one_or_none()
-        return None if row is None else SessionRecord(*row)
+        if row is None:
+            return None
+        await self._conn.execute(
+            pg.insert(used_refresh_tokens)
+            .values(refresh_token_hash=old_hash, session_id=row.id)
+            .on_conflict_do_nothing()
+        )
+        return SessionRecord(*row)
 
-    async def revoke_by_previous_hash(self, old_hash: bytes) -> bool:
-        """End the live session whose refresh token ``old_hash`` was before.
+    async def revoke_by_used_token(self, old_hash: bytes) -> bool:
+        """End the live session that once used the refresh token ``old_hash``.
 
         This is how a replayed refresh token is answered: whoever holds the
-        session's tokens now may be an attacker, so the session ends.
+        session's newer tokens may be an attacker, so the session ends.
         """
+        used_by = sa.select(used_refresh_tokens.c.session_id).where(
+            used_refresh_tokens.c.refresh_token_hash == old_hash
+        )
         statement = (
             sa.update(sessions)
             .where(
-                sessions.c.previous_refresh_token_hash == old_hash,
+                sessions.c.id.in_(used_by.scalar_subquery()),
                 sessions.c.revoke_time.is_(None),
             )
             .values(revoke_time=sa.func.now())

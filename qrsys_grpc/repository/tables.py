@@ -102,3 +102,25 @@ idempotency_keys = sa.Table(
     sa.Column("qr_code_ids", pg.ARRAY(pg.UUID(as_uuid=True)), nullable=False),
     sa.Column("create_time", TIMESTAMP, nullable=False, server_default=sa.func.now()),
 )
+
+login_failures = sa.Table(
+    "login_failures",
+    metadata,
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("failures", sa.Integer, nullable=False),
+    sa.Column("last_failure_time", TIMESTAMP, nullable=False),
+    sa.Column("blocked_until", TIMESTAMP, nullable=False),
+)
+
+used_refresh_tokens = sa.Table(
+    "used_refresh_tokens",
+    metadata,
+    sa.Column("refresh_token_hash", sa.LargeBinary, primary_key=True),
+    sa.Column(
+        "session_id",
+        pg.UUID(as_uuid=True),
+        sa.ForeignKey("sessions.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+)
