@@ -48,20 +48,27 @@ async def _admin(url: str, statement: str) -> None:
         await engine.dispose()
 
 
+async def create_database(server_url: str, prefix: str = "qrsys_test") -> str:
+    """Create an empty database on ``server_url`` and return its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    await _admin(server_url, f'CREATE DATABASE "{name}"')
+    return (
+        sa.make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    )
+
+
+async def drop_database(server_url: str, url: str) -> None:
+    """Drop the database ``url`` names, closing its connections."""
+    name = sa.make_url(url).database
+    await _admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture(scope="session")
 async def database_url(postgres_server_url: str) -> AsyncIterator[str]:
     """A new, migrated database, dropped when the run ends."""
-    name = f"qrsys_test_{uuid.uuid4().hex[:12]}"
-    await _admin(postgres_server_url, f'CREATE DATABASE "{name}"')
-    url = (
-        sa.make_url(postgres_server_url)
-        .set(database=name)
-        .render_as_string(hide_password=False)
-    )
+    url = await create_database(postgres_server_url)
     try:
         await asyncio.to_thread(migrate.upgrade, url, MIGRATIONS)
         yield url
     finally:
-        await _admin(
-            postgres_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
-        )
+        await drop_database(postgres_server_url, url)

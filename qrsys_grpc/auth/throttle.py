@@ -1,8 +1,9 @@
 """How failed sign-ins slow an attacker down: the policy, free of I/O.
 
-Up to ``free_failures`` failures in a window cost nothing; each one after
-that blocks the key for twice as long as the one before, starting at one
-second and capped at ``max_delay``. A success clears the account's count.
+The first ``free_failures - 1`` failures in a window cost nothing; the next
+blocks the key for one second, and each one after that for twice as long as
+the one before, capped at ``max_delay``. A success clears the account's
+count.
 """
 
 from __future__ import annotations
@@ -23,11 +24,15 @@ class ThrottlePolicy:
     window: timedelta = timedelta(minutes=15)
 
     def delay(self, failures: int, free: int) -> timedelta:
-        """How long a key with ``failures`` in the window is blocked."""
+        """How long a key is blocked after its ``failures``-th failure.
+
+        The ``free``-th failure blocks for ``base_delay``, and each later one
+        for twice as long as the one before.
+        """
         excess = failures - free
-        if excess <= 0:
+        if excess < 0:
             return timedelta(0)
-        seconds = self.base_delay.total_seconds() * 2 ** min(excess - 1, 30)
+        seconds = self.base_delay.total_seconds() * 2 ** min(excess, 30)
         return min(timedelta(seconds=seconds), self.max_delay)
 
 
