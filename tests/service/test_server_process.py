@@ -36,9 +36,7 @@ def free_port() -> int:
 def server_env(tmp_path: Path, port: int, **extra: str) -> dict[str, str]:
     """The environment of a server process under test."""
     env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith("QRSYS_")
+        key: value for key, value in os.environ.items() if not key.startswith("QRSYS_")
     }
     env.update(
         QRSYS_LISTEN_ADDRESS=f"127.0.0.1:{port}",
@@ -82,7 +80,9 @@ async def empty_database(postgres_server_url: str) -> AsyncIterator[str]:
     try:
         yield url.render_as_string(hide_password=False)
     finally:
-        await _admin(postgres_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await _admin(
+            postgres_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
+        )
 
 
 @pytest.fixture
@@ -183,7 +183,8 @@ async def test_embedded_postgres_serves_and_stops_with_the_server(
     leftovers = [
         proc
         for proc in psutil.process_iter(["name", "cmdline"])
-        if proc.info["name"] == "postgres" and pgdata in " ".join(proc.info["cmdline"] or ())
+        if proc.info["name"] == "postgres"
+        and pgdata in " ".join(proc.info["cmdline"] or ())
     ]
     assert leftovers == []
 
