@@ -32,6 +32,8 @@ from qrsys_grpc.auth.tokens import (
     KEY_FILE_NAME,
     SigningKey,
     TokenIssuer,
+    UnusableKey,
+    load_key_directory,
     load_or_create_key_file,
 )
 from qrsys_grpc.blocking import BlockingRunner
@@ -56,24 +58,56 @@ class StartupError(RuntimeError):
     """The server cannot start; the message says what to do."""
 
 
-def token_issuer(settings: Settings) -> TokenIssuer:
-    """The token issuer for the configured (or generated) signing key."""
-    if settings.jwt_secret is not None:
-        secret = settings.jwt_secret.get_secret_value().encode()
-    else:
-        path = settings.jwt_secret_file or settings.data_dir / KEY_FILE_NAME
-        secret = load_or_create_key_file(path)
-        if settings.database_url and settings.jwt_secret_file is None:
-            logger.warning(
-                "no QRSYS_JWT_SECRET or QRSYS_JWT_SECRET_FILE is set: tokens are "
-                "signed with the key in %s; replicas sharing this database must "
-                "share that key",
-                path,
+def signing_keys(settings: Settings) -> tuple[SigningKey, list[SigningKey]]:
+    """The key that signs and every key that verifies.
+
+    Raises:
+        StartupError: the keys are unusable or the signing key is unclear.
+    """
+    try:
+        if settings.jwt_keys_dir is not None:
+            keys = load_key_directory(settings.jwt_keys_dir)
+        elif settings.jwt_secret is not None:
+            keys = [SigningKey.hs256(settings.jwt_secret.get_secret_value().encode())]
+        else:
+            path = settings.jwt_secret_file or settings.data_dir / KEY_FILE_NAME
+            keys = [SigningKey.hs256(load_or_create_key_file(path))]
+            if settings.database_url and settings.jwt_secret_file is None:
+                logger.warning(
+                    "no token key is configured: tokens are signed with the key "
+                    "generated in %s; replicas sharing this database must share it",
+                    path,
+                )
+    except (UnusableKey, OSError) as exc:
+        raise StartupError(f"cannot load the token keys: {exc}") from exc
+
+    signers = [key for key in keys if key.sign_with is not None]
+    if settings.jwt_signing_kid is not None:
+        chosen = [key for key in signers if key.kid == settings.jwt_signing_kid]
+        if not chosen:
+            raise StartupError(
+                f"QRSYS_JWT_SIGNING_KID={settings.jwt_signing_kid} names no key "
+                "that can sign"
             )
-    if len(secret) < 32:
-        raise StartupError("the token signing key must be at least 32 bytes")
+        return chosen[0], keys
+    if len(signers) != 1:
+        raise StartupError(
+            f"{len(signers)} keys can sign; set QRSYS_JWT_SIGNING_KID to one of "
+            + ", ".join(key.kid for key in signers)
+        )
+    return signers[0], keys
+
+
+def token_issuer(settings: Settings) -> TokenIssuer:
+    """The token issuer for the configured (or generated) keys.
+
+    Raises:
+        StartupError: the keys are unusable.
+    """
+    signing, keys = signing_keys(settings)
     return TokenIssuer(
-        SigningKey.hs256(secret),
+        signing,
+        verify_keys=tuple(keys),
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
         access_ttl=timedelta(seconds=settings.access_token_ttl_seconds),
@@ -105,8 +139,10 @@ async def start_server(
     """Build and start a server on ``settings.listen_address``.
 
     Raises:
-        StartupError: the schema is behind, or the address cannot be bound.
+        StartupError: the keys are unusable, the schema is behind, or the
+            address cannot be bound.
     """
+    tokens = token_issuer(settings)
     database = Database(
         database_url,
         pool_size=settings.db_pool_size,
@@ -125,7 +161,7 @@ async def start_server(
     accounts = Accounts(
         database,
         blocking,
-        token_issuer(settings),
+        tokens,
         ThrottlePolicy(
             free_failures_per_account=settings.login_free_failures_per_account,
             free_failures_per_address=settings.login_free_failures_per_address,

@@ -23,6 +23,8 @@ class Settings(BaseSettings):
 
     jwt_secret: SecretStr | None = None
     jwt_secret_file: Path | None = None
+    jwt_keys_dir: Path | None = None
+    jwt_signing_kid: str | None = None
     jwt_issuer: str = "qrsys"
     jwt_audience: str = "qrsys"
     access_token_ttl_seconds: int = Field(default=900, ge=30, le=86_400)

@@ -3,7 +3,11 @@
 An access token names its user (``sub``), its session (``sid``) and its type
 (``typ`` = ``access``). It is accepted only when signed by a known key with
 that key's pinned algorithm, for our issuer and audience, unexpired. Whether
-its session is still live is the caller's question: see ``SessionGuard``.
+its session is still live is the caller's question: see ``Accounts``.
+
+Keys are HS256 secrets or Ed25519 key pairs, each with an id (``kid``) that
+every token names in its header. One key signs; every key verifies, so a new
+key can take over signing while tokens signed by the old one run out.
 """
 
 from __future__ import annotations
@@ -16,8 +20,14 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
 
 from qrsys_grpc import errors
 
@@ -28,19 +38,106 @@ REFRESH_TOKEN_BYTES = 32
 KEY_FILE_NAME = "jwt-signing-key"
 
 
+HS256_SUFFIX = ".hs256"
+ED25519_PRIVATE_SUFFIX = ".ed25519.pem"
+ED25519_PUBLIC_SUFFIX = ".ed25519.pub.pem"
+MIN_SECRET_BYTES = 32
+
+
+class UnusableKey(ValueError):
+    """A configured key is unusable; the message says which and why."""
+
+
 @dataclass(frozen=True)
 class SigningKey:
-    """A key with its id and the one algorithm it may be used with."""
+    """A key with its id and the one algorithm it may be used with.
+
+    ``sign_with`` is ``None`` for a key that only verifies (a public key).
+    """
 
     kid: str
     algorithm: str
-    secret: bytes
+    verify_with: Any
+    sign_with: Any = None
 
     @classmethod
-    def hs256(cls, secret: bytes) -> SigningKey:
-        """An HMAC-SHA256 key whose id is derived from its bytes."""
-        kid = hashlib.sha256(b"qrsys-kid:" + secret).hexdigest()[:16]
-        return cls(kid=kid, algorithm="HS256", secret=secret)
+    def hs256(cls, secret: bytes, kid: str | None = None) -> SigningKey:
+        """An HMAC-SHA256 key; without a ``kid``, one is derived from it.
+
+        Raises:
+            UnusableKey: the secret is shorter than 32 bytes.
+        """
+        if len(secret) < MIN_SECRET_BYTES:
+            raise UnusableKey(
+                f"an HS256 key needs at least {MIN_SECRET_BYTES} bytes, "
+                f"got {len(secret)}"
+            )
+        kid = kid or hashlib.sha256(b"qrsys-kid:" + secret).hexdigest()[:16]
+        return cls(kid=kid, algorithm="HS256", verify_with=secret, sign_with=secret)
+
+    @classmethod
+    def ed25519_private(cls, kid: str, pem: bytes) -> SigningKey:
+        """An Ed25519 key pair from a PKCS #8 PEM private key.
+
+        Raises:
+            UnusableKey: the PEM is not an Ed25519 private key.
+        """
+        try:
+            private = serialization.load_pem_private_key(pem, password=None)
+        except (ValueError, TypeError) as exc:
+            raise UnusableKey(f"key {kid}: not a PEM private key") from exc
+        if not isinstance(private, Ed25519PrivateKey):
+            raise UnusableKey(f"key {kid}: not an Ed25519 private key")
+        return cls(
+            kid=kid,
+            algorithm="EdDSA",
+            verify_with=private.public_key(),
+            sign_with=private,
+        )
+
+    @classmethod
+    def ed25519_public(cls, kid: str, pem: bytes) -> SigningKey:
+        """A verify-only Ed25519 key from a PEM public key.
+
+        Raises:
+            UnusableKey: the PEM is not an Ed25519 public key.
+        """
+        try:
+            public = serialization.load_pem_public_key(pem)
+        except (ValueError, TypeError) as exc:
+            raise UnusableKey(f"key {kid}: not a PEM public key") from exc
+        if not isinstance(public, Ed25519PublicKey):
+            raise UnusableKey(f"key {kid}: not an Ed25519 public key")
+        return cls(kid=kid, algorithm="EdDSA", verify_with=public)
+
+
+def load_key_directory(directory: Path) -> list[SigningKey]:
+    """Every key in ``directory``, named ``<kid>.hs256``, ``<kid>.ed25519.pem``
+    (private) or ``<kid>.ed25519.pub.pem`` (public, verify only).
+
+    Raises:
+        UnusableKey: a file is unusable, or the directory holds no key.
+    """
+    keys: dict[str, SigningKey] = {}
+    for path in sorted(directory.iterdir()):
+        name = path.name
+        if name.endswith(ED25519_PUBLIC_SUFFIX):
+            kid = name.removesuffix(ED25519_PUBLIC_SUFFIX)
+            key = SigningKey.ed25519_public(kid, path.read_bytes())
+        elif name.endswith(ED25519_PRIVATE_SUFFIX):
+            kid = name.removesuffix(ED25519_PRIVATE_SUFFIX)
+            key = SigningKey.ed25519_private(kid, path.read_bytes())
+        elif name.endswith(HS256_SUFFIX):
+            kid = name.removesuffix(HS256_SUFFIX)
+            key = SigningKey.hs256(path.read_bytes().strip(), kid=kid)
+        else:
+            continue
+        if kid in keys and keys[kid].sign_with is not None:
+            continue
+        keys[kid] = key
+    if not keys:
+        raise UnusableKey(f"no key files in {directory}")
+    return list(keys.values())
 
 
 @dataclass(frozen=True)
@@ -88,8 +185,10 @@ class TokenIssuer:
         refresh_ttl: timedelta,
         verify_keys: tuple[SigningKey, ...] = (),
     ) -> None:
+        if signing_key.sign_with is None:
+            raise UnusableKey(f"key {signing_key.kid} can only verify, not sign")
         self._signing_key = signing_key
-        self._keys = {key.kid: key for key in (signing_key, *verify_keys)}
+        self._keys = {key.kid: key for key in (*verify_keys, signing_key)}
         self._issuer = issuer
         self._audience = audience
         self.access_ttl = access_ttl
@@ -114,7 +213,7 @@ class TokenIssuer:
         }
         key = self._signing_key
         token = jwt.encode(
-            claims, key.secret, algorithm=key.algorithm, headers={"kid": key.kid}
+            claims, key.sign_with, algorithm=key.algorithm, headers={"kid": key.kid}
         )
         return token, expires
 
@@ -142,7 +241,7 @@ class TokenIssuer:
         try:
             claims = jwt.decode(
                 token,
-                key.secret,
+                key.verify_with,
                 algorithms=[key.algorithm],
                 audience=self._audience,
                 issuer=self._issuer,
