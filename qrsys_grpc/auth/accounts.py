@@ -24,6 +24,7 @@ from qrsys_grpc.repository.database import Database
 from qrsys_grpc.repository.login_failures import LoginFailureRepository
 from qrsys_grpc.repository.sessions import SessionRepository
 from qrsys_grpc.repository.users import UserRecord, UserRepository
+from qrsys_grpc.text import check_no_controls
 
 logger = logging.getLogger(__name__)
 
@@ -80,10 +81,7 @@ def check_display_name(name: str) -> str:
         raise errors.InvalidArgument.field(
             "display_name", f"must be at most {MAX_DISPLAY_NAME_LENGTH} characters"
         )
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in name):
-        raise errors.InvalidArgument.field(
-            "display_name", "must not contain control characters"
-        )
+    check_no_controls(name, "display_name")
     return name
 
 

@@ -25,6 +25,7 @@ from qrsys_grpc.repository.qr_codes import (
     QrCodeRecord,
     QrCodeRepository,
 )
+from qrsys_grpc.text import check_no_controls
 from qrsys_grpc.v1 import qr_code_pb2
 
 logger = logging.getLogger(__name__)
@@ -125,8 +126,7 @@ def check_title(title: str, *, field: str) -> str:
         raise errors.InvalidArgument.field(
             field, f"must be at most {MAX_TITLE_LENGTH} characters"
         )
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in title):
-        raise errors.InvalidArgument.field(field, "must not contain control characters")
+    check_no_controls(title, field)
     return title
 
 

@@ -13,6 +13,7 @@ from urllib.parse import quote
 import segno.helpers
 
 from qrsys_grpc.errors import ContentTooLong, InvalidArgument
+from qrsys_grpc.text import check_no_controls
 from qrsys_grpc.v1 import qr_code_pb2
 
 __all__ = [
@@ -43,9 +44,6 @@ EPC_MAX_AMOUNT = Decimal("999999999.99")
 # EPC069-12 requires error correction level M for payment codes.
 EPC_ERROR_CORRECTION = "M"
 
-# C0 controls and DEL; the multi-line variant lets tab, LF and CR through.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_CONTROL_MULTILINE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _NEWLINE = re.compile(r"\r\n|\r|\n")
 _URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:.")
 _PHONE = re.compile(r"\+?[0-9 ()\-.]*[0-9][0-9 ()\-.]*")
@@ -123,15 +121,7 @@ def iban_is_valid(iban: str) -> bool:
 
 def _check_chars(value: str, field: str, *, multiline: bool) -> None:
     """Reject control characters and text that is not valid Unicode."""
-    pattern = _CONTROL_MULTILINE if multiline else _CONTROL
-    found = pattern.search(value)
-    if found is not None:
-        allowed = " other than tab, line feed and carriage return" if multiline else ""
-        raise InvalidArgument.field(
-            field,
-            f"must not contain control characters{allowed}: found "
-            f"U+{ord(found.group()):04X} at position {found.start()}",
-        )
+    check_no_controls(value, field, multiline=multiline)
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:

@@ -143,7 +143,9 @@ class SessionRepository:
     ) -> int:
         """End every live session of a user except ``keep``; return how many."""
         condition = sa.and_(
-            sessions.c.user_id == user_id, sessions.c.revoke_time.is_(None)
+            sessions.c.user_id == user_id,
+            sessions.c.revoke_time.is_(None),
+            sessions.c.expire_time > sa.func.now(),
         )
         if keep is not None:
             condition = sa.and_(condition, sessions.c.id != keep)
