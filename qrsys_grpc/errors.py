@@ -113,6 +113,12 @@ class TooManyAttempts(QrsysError):
         self.retry_after_seconds = retry_after_seconds
 
 
+class DeadlineExceeded(QrsysError):
+    """The call ran out of the time its client gave it."""
+
+    reason = "DEADLINE_EXCEEDED"
+
+
 class Unavailable(QrsysError):
     """A dependency (the database) cannot be reached right now."""
 

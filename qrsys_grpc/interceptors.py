@@ -1,9 +1,9 @@
 """Per-call concerns of every qrsys RPC, in one server interceptor.
 
 For each call: take or make a request id and send it back, bind the logging
-fields, check the access token unless the method is public, turn domain
-errors into rich statuses (and anything unexpected into a bare INTERNAL),
-and log one line with the outcome.
+fields, note the deadline for the database, check the access token unless
+the method is public, turn domain errors into rich statuses (and anything
+unexpected into a bare INTERNAL), and log and count the outcome once.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from google.protobuf.message import Message
 from qrsys_grpc import errors, logs, status
 from qrsys_grpc.auth.accounts import Accounts
 from qrsys_grpc.auth.caller import current_caller
+from qrsys_grpc.metrics import Metrics
+from qrsys_grpc.repository.database import call_deadline
 
 logger = logging.getLogger("qrsys_grpc.access")
 
@@ -114,11 +116,46 @@ def _request_id(metadata: tuple[tuple[str, str | bytes], ...]) -> str:
     return uuid.uuid4().hex
 
 
-class CallInterceptor(grpc.aio.ServerInterceptor):
-    """Authentication, request ids, error mapping and access logs."""
+class _Call:
+    """One RPC in progress: when it started, and the one place it ends."""
 
-    def __init__(self, accounts: Accounts) -> None:
+    def __init__(self, method: str, metrics: Metrics, kind: str) -> None:
+        self.method = method
+        self.started = time.perf_counter()
+        _, service, name = method.split("/")
+        self._labels = (kind, service, name)
+        self._metrics = metrics
+        self._finished = False
+        metrics.started.labels(*self._labels).inc()
+        metrics.in_flight.labels(*self._labels).inc()
+
+    def finish(self, code: grpc.StatusCode, reason: str = "") -> None:
+        """Log the outcome and record it in the metrics, once."""
+        if self._finished:
+            return
+        self._finished = True
+        elapsed = time.perf_counter() - self.started
+        self._metrics.handled.labels(*self._labels, code.name).inc()
+        self._metrics.latency.labels(*self._labels).observe(elapsed)
+        self._metrics.in_flight.labels(*self._labels).dec()
+        fields = logs.call_fields.get() or {}
+        logger.info(
+            "%s %s %.1fms user=%s peer=%s%s",
+            self.method,
+            code.name,
+            elapsed * 1000,
+            fields.get("user_id", "-"),
+            fields.get("peer", "-"),
+            f" reason={reason}" if reason else "",
+        )
+
+
+class CallInterceptor(grpc.aio.ServerInterceptor):
+    """Authentication, request ids, deadlines, error mapping, logs, metrics."""
+
+    def __init__(self, accounts: Accounts, metrics: Metrics) -> None:
         self._accounts = accounts
+        self._metrics = metrics
 
     async def intercept_service(
         self,
@@ -138,13 +175,14 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
             inner_unary: Any = handler.unary_unary
 
             async def unary(request: Any, context: Context) -> Any:
-                started = await self._begin(method, public, request, context)
+                call = _Call(method, self._metrics, "unary")
                 try:
+                    await self._begin(call, public, request, context)
                     response = await inner_unary(request, context)
                 except BaseException as exc:
-                    await self._fail(exc, method, started, context)
+                    await self._fail(exc, call, context)
                     raise
-                self._log_done(method, started, grpc.StatusCode.OK)
+                call.finish(grpc.StatusCode.OK)
                 return response
 
             return grpc.unary_unary_rpc_method_handler(
@@ -157,14 +195,15 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
             inner_stream: Any = handler.unary_stream
 
             async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
-                started = await self._begin(method, public, request, context)
+                call = _Call(method, self._metrics, "server_stream")
                 try:
+                    await self._begin(call, public, request, context)
                     async for response in inner_stream(request, context):
                         yield response
                 except BaseException as exc:
-                    await self._fail(exc, method, started, context)
+                    await self._fail(exc, call, context)
                     raise
-                self._log_done(method, started, grpc.StatusCode.OK)
+                call.finish(grpc.StatusCode.OK)
 
             return grpc.unary_stream_rpc_method_handler(
                 stream,
@@ -175,72 +214,49 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
         return handler
 
     async def _begin(
-        self,
-        method: str,
-        public: bool,
-        request: Any,
-        context: Context,
-    ) -> float:
-        started = time.perf_counter()
+        self, call: _Call, public: bool, request: Any, context: Context
+    ) -> None:
         metadata = tuple(context.invocation_metadata() or ())
         request_id = _request_id(metadata)
         logs.call_fields.set(
             {
                 "request_id": request_id,
-                "method": method,
+                "method": call.method,
                 "peer": context.peer() or "-",
                 "user_id": "-",
             }
         )
         current_caller.set(None)
+        remaining = context.time_remaining()
+        call_deadline.set(
+            None if remaining is None else time.monotonic() + max(remaining, 0.0)
+        )
         await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
-        try:
-            if isinstance(request, _Unparseable):
-                raise errors.InvalidArgument.field(
-                    "", "the request is not a valid message for this method"
-                )
-            if not public:
-                caller = await self._accounts.authenticate(bearer_token(metadata))
-                current_caller.set(caller)
-                logs.bind(user_id=str(caller.user_id))
-        except BaseException as exc:
-            await self._fail(exc, method, started, context)
-            raise
-        return started
 
-    async def _fail(
-        self,
-        exc: BaseException,
-        method: str,
-        started: float,
-        context: Context,
-    ) -> None:
-        """Answer ``exc`` with the right status; re-raises what is not ours."""
+        if isinstance(request, _Unparseable):
+            raise errors.InvalidArgument.field(
+                "", "the request is not a valid message for this method"
+            )
+        if not public:
+            caller = await self._accounts.authenticate(bearer_token(metadata))
+            current_caller.set(caller)
+            logs.bind(user_id=str(caller.user_id))
+
+    async def _fail(self, exc: BaseException, call: _Call, context: Context) -> None:
+        """Answer ``exc`` with the right status (by aborting the call)."""
         if isinstance(exc, grpc.aio.AbortError):
+            call.finish(context.code() or grpc.StatusCode.UNKNOWN)
             return
         if isinstance(exc, errors.QrsysError):
+            if isinstance(exc, errors.TooManyAttempts):
+                self._metrics.logins_throttled.inc()
             result = status.to_status(exc)
-            self._log_done(method, started, result.code, exc.reason)
+            call.finish(result.code, exc.reason)
         elif isinstance(exc, Exception):
-            logger.error("unexpected error in %s", method, exc_info=exc)
+            logger.error("unexpected error in %s", call.method, exc_info=exc)
             result = status.internal_status()
-            self._log_done(method, started, result.code, "INTERNAL")
+            call.finish(result.code, "INTERNAL")
         else:
-            self._log_done(method, started, grpc.StatusCode.CANCELLED)
+            call.finish(grpc.StatusCode.CANCELLED)
             return
         await context.abort(result.code, result.details, result.trailing_metadata)
-
-    def _log_done(
-        self, method: str, started: float, code: grpc.StatusCode, reason: str = ""
-    ) -> None:
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        fields = logs.call_fields.get() or {}
-        logger.info(
-            "%s %s %.1fms user=%s peer=%s%s",
-            method,
-            code.name,
-            elapsed_ms,
-            fields.get("user_id", "-"),
-            fields.get("peer", "-"),
-            f" reason={reason}" if reason else "",
-        )

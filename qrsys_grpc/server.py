@@ -24,7 +24,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from pydantic import ValidationError
 
-from qrsys_grpc import logs, migrate
+from qrsys_grpc import errors, logs, migrate
 from qrsys_grpc.auth.accounts import Accounts
 from qrsys_grpc.auth.handlers import AuthServicer
 from qrsys_grpc.auth.throttle import ThrottlePolicy
@@ -39,11 +39,13 @@ from qrsys_grpc.auth.tokens import (
 from qrsys_grpc.blocking import BlockingRunner
 from qrsys_grpc.embedded import EmbeddedPostgres
 from qrsys_grpc.interceptors import CallInterceptor
+from qrsys_grpc.metrics import CacheStats, Metrics
 from qrsys_grpc.qr.codes import QrCodes
 from qrsys_grpc.qr.handlers import QrCodeServicer
 from qrsys_grpc.qr.render import RenderCache
 from qrsys_grpc.repository.database import Database
 from qrsys_grpc.settings import Settings
+from qrsys_grpc.tls import ReloadingCredentials
 from qrsys_grpc.v1 import auth_pb2, auth_pb2_grpc, qr_code_pb2, qr_code_pb2_grpc
 
 logger = logging.getLogger(__name__)
@@ -124,29 +126,93 @@ class RunningServer:
     health: HealthServicer
     database: Database
     blocking: BlockingRunner
+    metrics: Metrics
+    metrics_port: int | None
+    health_task: asyncio.Task[None]
 
     async def stop(self, grace: float) -> None:
         """Refuse new calls, let calls in flight finish, then close."""
+        self.health_task.cancel()
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
         await self.database.close()
         self.blocking.close()
+        self.metrics.close()
+
+
+async def follow_database(
+    database: Database, health: HealthServicer, interval: float
+) -> None:
+    """Keep health SERVING while PostgreSQL answers, NOT_SERVING otherwise."""
+    serving: bool | None = None
+    while True:
+        try:
+            await asyncio.wait_for(database.ping(), timeout=interval)
+            reachable = True
+        except (errors.QrsysError, TimeoutError):
+            reachable = False
+        if reachable != serving:
+            serving = reachable
+            state = (
+                health_pb2.HealthCheckResponse.SERVING
+                if reachable
+                else health_pb2.HealthCheckResponse.NOT_SERVING
+            )
+            for name in ("", *SERVICE_NAMES):
+                await health.set(name, state)
+            if reachable:
+                logger.info("the database answers; serving")
+            else:
+                logger.warning("the database does not answer; not serving")
+        await asyncio.sleep(interval)
+
+
+def server_options(settings: Settings, *, reuse_port: bool) -> list[tuple[str, int]]:
+    """Channel arguments for the limits in ``settings``."""
+    return [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
+        ("grpc.keepalive_time_ms", int(settings.keepalive_time_seconds * 1000)),
+        ("grpc.keepalive_timeout_ms", int(settings.keepalive_timeout_seconds * 1000)),
+        (
+            "grpc.http2.min_ping_interval_without_data_ms",
+            int(settings.keepalive_min_client_interval_seconds * 1000),
+        ),
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
 
 
 async def start_server(
-    settings: Settings, database_url: str, *, reuse_port: bool = False
+    settings: Settings,
+    database_url: str,
+    *,
+    reuse_port: bool = False,
+    metrics_address: str | None = None,
 ) -> RunningServer:
     """Build and start a server on ``settings.listen_address``.
 
     Raises:
-        StartupError: the keys are unusable, the schema is behind, or the
-            address cannot be bound.
+        StartupError: the keys or TLS files are unusable, the schema is
+            behind, or an address cannot be bound.
     """
     tokens = token_issuer(settings)
+    credentials = None
+    if settings.tls_cert_file is not None and settings.tls_key_file is not None:
+        try:
+            credentials = ReloadingCredentials(
+                settings.tls_cert_file,
+                settings.tls_key_file,
+                settings.tls_client_ca_file,
+            ).server_credentials()
+        except OSError as exc:
+            raise StartupError(f"cannot read the TLS files: {exc}") from exc
+
     database = Database(
         database_url,
         pool_size=settings.db_pool_size,
         statement_timeout_seconds=settings.db_statement_timeout_seconds,
+        connect_timeout_seconds=settings.db_connect_timeout_seconds,
     )
     try:
         await migrate.ensure_current(database.engine, settings.migrations_dir)
@@ -158,6 +224,7 @@ async def start_server(
         raise StartupError(f"cannot reach the database: {exc}") from exc
 
     blocking = BlockingRunner(settings.blocking_threads)
+    cache = RenderCache(settings.render_cache_bytes)
     accounts = Accounts(
         database,
         blocking,
@@ -169,15 +236,19 @@ async def start_server(
         ),
         refresh_reuse_grace=timedelta(seconds=settings.refresh_reuse_grace_seconds),
     )
-    qr_codes = QrCodes(database, blocking, RenderCache(settings.render_cache_bytes))
+    qr_codes = QrCodes(database, blocking, cache)
+    metrics = Metrics()
+    metrics.watch(
+        database.pool_stats,
+        lambda: CacheStats(
+            cache.hits, cache.misses, cache.current_bytes, cache.max_bytes
+        ),
+    )
 
     server = grpc.aio.server(
-        interceptors=[CallInterceptor(accounts)],
-        options=[
-            ("grpc.max_receive_message_length", settings.max_message_bytes),
-            ("grpc.max_send_message_length", settings.max_message_bytes),
-            ("grpc.so_reuseport", 1 if reuse_port else 0),
-        ],
+        interceptors=[CallInterceptor(accounts, metrics)],
+        options=server_options(settings, reuse_port=reuse_port),
+        maximum_concurrent_rpcs=settings.max_concurrent_rpcs or None,
     )
     auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(accounts), server)
     qr_code_pb2_grpc.add_QrCodeServiceServicer_to_server(
@@ -193,27 +264,58 @@ async def start_server(
         ),
         server,
     )
+
+    async def give_up(message: str) -> StartupError:
+        await database.close()
+        blocking.close()
+        metrics.close()
+        return StartupError(message)
+
     try:
-        port = server.add_insecure_port(settings.listen_address)
+        if credentials is None:
+            port = server.add_insecure_port(settings.listen_address)
+        else:
+            port = server.add_secure_port(settings.listen_address, credentials)
     except RuntimeError as exc:
         port = 0
         logger.debug("bind failed: %s", exc)
     if port == 0:
-        await database.close()
-        blocking.close()
-        raise StartupError(
+        raise await give_up(
             f"cannot listen on {settings.listen_address}: the address is in use "
             "or invalid (set QRSYS_LISTEN_ADDRESS)"
         )
+    metrics_port = None
+    address = settings.metrics_address if metrics_address is None else metrics_address
+    if address:
+        try:
+            metrics_port = metrics.serve(address)
+        except (OSError, ValueError) as exc:
+            raise await give_up(
+                f"cannot serve metrics on {address}: {exc} (set QRSYS_METRICS_ADDRESS)"
+            ) from exc
+
     await server.start()
-    for name in ("", *SERVICE_NAMES):
-        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, port, health, database, blocking)
+    health_task = asyncio.create_task(
+        follow_database(database, health, settings.health_check_interval_seconds)
+    )
+    return RunningServer(
+        server, port, health, database, blocking, metrics, metrics_port, health_task
+    )
 
 
-async def serve(settings: Settings, database_url: str, *, reuse_port: bool) -> None:
+async def serve(
+    settings: Settings,
+    database_url: str,
+    *,
+    reuse_port: bool,
+    metrics_address: str | None = None,
+) -> None:
     """Serve until SIGTERM or SIGINT, then shut down gracefully."""
-    running = await start_server(settings, database_url, reuse_port=reuse_port)
+    running = await start_server(
+        settings, database_url, reuse_port=reuse_port, metrics_address=metrics_address
+    )
+    if running.metrics_port is not None:
+        logger.info("metrics on port %d at /metrics", running.metrics_port)
     logger.info("qrsys serving on %s", settings.listen_address)
 
     stop = asyncio.Event()
@@ -229,10 +331,27 @@ async def serve(settings: Settings, database_url: str, *, reuse_port: bool) -> N
     logger.info("stopped")
 
 
-def _worker(settings: Settings, database_url: str) -> None:
+def worker_metrics_address(address: str, index: int) -> str:
+    """Worker ``index``'s metrics address: the configured port plus ``index``."""
+    if not address:
+        return ""
+    host, _, port = address.rpartition(":")
+    if not port.isdigit():
+        return address
+    return f"{host}:{int(port) + index}" if int(port) else address
+
+
+def _worker(settings: Settings, database_url: str, metrics_address: str) -> None:
     logs.configure(settings.log_format, settings.log_level)
     try:
-        asyncio.run(serve(settings, database_url, reuse_port=True))
+        asyncio.run(
+            serve(
+                settings,
+                database_url,
+                reuse_port=True,
+                metrics_address=metrics_address,
+            )
+        )
     except StartupError as exc:
         logger.error("%s", exc)
         sys.exit(2)
@@ -242,12 +361,20 @@ def run_workers(settings: Settings, database_url: str) -> int:
     """Run ``settings.workers`` server processes on one address.
 
     Each is spawned fresh (never forked after gRPC started) with its own pool;
-    SO_REUSEPORT lets the kernel spread connections between them.
+    SO_REUSEPORT lets the kernel spread connections between them. Worker N
+    serves its metrics on the metrics port plus N.
     """
     context = multiprocessing.get_context("spawn")
     workers = [
-        context.Process(target=_worker, args=(settings, database_url), daemon=False)
-        for _ in range(settings.workers)
+        context.Process(
+            target=_worker,
+            args=(
+                settings,
+                database_url,
+                worker_metrics_address(settings.metrics_address, index),
+            ),
+        )
+        for index in range(settings.workers)
     ]
     for process in workers:
         process.start()

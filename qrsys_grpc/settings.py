@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIN_SECRET_BYTES = 32
@@ -42,7 +42,19 @@ class Settings(BaseSettings):
     grace_period_seconds: float = Field(default=10.0, ge=0)
     max_message_bytes: int = Field(default=8 * 1024 * 1024, ge=64 * 1024)
 
+    max_concurrent_rpcs: int = Field(default=0, ge=0)
+    keepalive_time_seconds: float = Field(default=60.0, gt=0)
+    keepalive_timeout_seconds: float = Field(default=20.0, gt=0)
+    keepalive_min_client_interval_seconds: float = Field(default=10.0, gt=0)
+    health_check_interval_seconds: float = Field(default=2.0, gt=0)
+    db_connect_timeout_seconds: float = Field(default=3.0, gt=0)
+
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None
+
     workers: int = Field(default=1, ge=1, le=64)
+    metrics_address: str = ""
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -54,6 +66,14 @@ class Settings(BaseSettings):
         ):
             raise ValueError(f"must be at least {MIN_SECRET_BYTES} bytes")
         return value
+
+    @model_validator(mode="after")
+    def _tls_files_come_in_pairs(self) -> Settings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("set both QRSYS_TLS_CERT_FILE and QRSYS_TLS_KEY_FILE")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("QRSYS_TLS_CLIENT_CA_FILE needs QRSYS_TLS_CERT_FILE")
+        return self
 
     @field_validator("database_url")
     @classmethod

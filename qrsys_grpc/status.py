@@ -27,6 +27,7 @@ STATUS_CODES: dict[type[errors.QrsysError], grpc.StatusCode] = {
     errors.EtagMismatch: grpc.StatusCode.ABORTED,
     errors.TooManyAttempts: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     errors.QrsysError: grpc.StatusCode.INTERNAL,
 }
 

@@ -4,22 +4,29 @@ translation of driver errors into domain errors."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from qrsys_grpc import errors
+from qrsys_grpc.metrics import PoolStats
 
 logger = logging.getLogger(__name__)
+
+call_deadline: ContextVar[float | None] = ContextVar("call_deadline", default=None)
+"""When the current call must be done, on ``time.monotonic()``'s clock."""
 
 UNIQUE_VIOLATION = "23505"
 FOREIGN_KEY_VIOLATION = "23503"
 DATA_EXCEPTION_CLASS = "22"
 CONNECTION_EXCEPTION_CLASS = "08"
 SHUTDOWN_CLASS = "57"
+QUERY_CANCELED = "57014"
 
 
 def async_url(url: str) -> sa.URL:
@@ -63,6 +70,8 @@ def translate(exc: Exception) -> errors.QrsysError | None:
             return errors.InvalidArgument.field(
                 "", "a value could not be stored as sent", reason="INVALID_VALUE"
             )
+        if state == QUERY_CANCELED:
+            return errors.DeadlineExceeded("the call ran out of time in the database")
         if (
             state.startswith((CONNECTION_EXCEPTION_CLASS, SHUTDOWN_CLASS))
             or exc.connection_invalidated
@@ -86,6 +95,7 @@ class Database:
         statement_timeout_seconds: float = 10.0,
         connect_timeout_seconds: float = 5.0,
     ) -> None:
+        self._statement_timeout = statement_timeout_seconds
         self.engine: AsyncEngine = create_async_engine(
             async_url(url),
             pool_size=pool_size,
@@ -111,8 +121,13 @@ class Database:
             errors.AlreadyExists: a unique constraint was violated.
             errors.InvalidArgument: PostgreSQL rejected a value.
         """
+        limit_ms = self._statement_limit_ms()
         try:
             async with self.engine.begin() as conn:
+                if limit_ms is not None:
+                    await conn.execute(
+                        sa.text(f"SET LOCAL statement_timeout = {limit_ms}")
+                    )
                 yield conn
         except errors.QrsysError:
             raise
@@ -121,6 +136,32 @@ class Database:
             if domain is None:
                 raise
             raise domain from exc
+
+    def _statement_limit_ms(self) -> int | None:
+        """The statement timeout the call's deadline calls for, if shorter
+        than the configured one.
+
+        Raises:
+            errors.DeadlineExceeded: the deadline has passed.
+        """
+        deadline = call_deadline.get()
+        if deadline is None:
+            return None
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise errors.DeadlineExceeded("the call's deadline has passed")
+        if remaining >= self._statement_timeout:
+            return None
+        return max(1, int(remaining * 1000))
+
+    def pool_stats(self) -> PoolStats:
+        """How many connections the pool holds and lends out now."""
+        pool = self.engine.sync_engine.pool
+        return PoolStats(
+            size=int(getattr(pool, "size", lambda: 0)()),
+            checked_out=int(getattr(pool, "checkedout", lambda: 0)()),
+            overflow=int(getattr(pool, "overflow", lambda: 0)()),
+        )
 
     async def ping(self) -> None:
         """Run a trivial query; raise ``errors.Unavailable`` when it fails."""

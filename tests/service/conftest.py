@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import secrets
+import subprocess
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,3 +132,14 @@ async def create_code(
 def project_root() -> Path:
     """The repository's top folder."""
     return MIGRATIONS.parent
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Server processes started by a test, killed if the test left them."""
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

@@ -2,73 +2,28 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
 import secrets
 import signal
-import socket
 import subprocess
-import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
 import psutil
 import pytest
 import sqlalchemy as sa
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from qrsys_grpc.v1 import auth_pb2, auth_pb2_grpc
-from tests.conftest import MIGRATIONS, _admin
-
-SERVER = [sys.executable, "-m", "qrsys_grpc.server"]
-START_TIMEOUT = 60.0
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nobody listens on now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def server_env(tmp_path: Path, port: int, **extra: str) -> dict[str, str]:
-    """The environment of a server process under test."""
-    env = {
-        key: value for key, value in os.environ.items() if not key.startswith("QRSYS_")
-    }
-    env.update(
-        QRSYS_LISTEN_ADDRESS=f"127.0.0.1:{port}",
-        QRSYS_DATA_DIR=str(tmp_path / "data"),
-        QRSYS_MIGRATIONS_DIR=str(MIGRATIONS),
-        QRSYS_GRACE_PERIOD_SECONDS="2",
-        **extra,
-    )
-    return env
-
-
-async def wait_serving(port: int, process: subprocess.Popen[bytes]) -> None:
-    """Wait until the server at ``port`` reports SERVING."""
-    deadline = asyncio.get_running_loop().time() + START_TIMEOUT
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while True:
-            assert process.poll() is None, process.stderr.read().decode()  # type: ignore[union-attr]
-            try:
-                response = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if response.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.aio.AioRpcError:
-                pass
-            assert asyncio.get_running_loop().time() < deadline, "server did not start"
-            await asyncio.sleep(0.2)
-
-
-def stop(process: subprocess.Popen[bytes], signum: int = signal.SIGTERM) -> int:
-    """Send ``signum`` and return the exit code."""
-    process.send_signal(signum)
-    return process.wait(timeout=30)
+from tests.conftest import _admin
+from tests.service.processes import (
+    SERVER,
+    free_port,
+    server_env,
+    spawn,
+    stop,
+    wait_serving,
+)
 
 
 @pytest.fixture
@@ -83,27 +38,6 @@ async def empty_database(postgres_server_url: str) -> AsyncIterator[str]:
         await _admin(
             postgres_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
         )
-
-
-@pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Server processes started by a test, killed if the test left them."""
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-
-
-def spawn(
-    processes: list[subprocess.Popen[bytes]], env: dict[str, str], *args: str
-) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(
-        [*SERVER, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    processes.append(process)
-    return process
 
 
 def test_help_describes_the_configuration() -> None:
