@@ -50,6 +50,10 @@ from qrsys_grpc.v1 import auth_pb2, auth_pb2_grpc, qr_code_pb2, qr_code_pb2_grpc
 
 logger = logging.getLogger(__name__)
 
+LIVENESS_SERVICE = "liveness"
+"""A health service name that stays SERVING while the process runs, for
+liveness probes that must not fail when only the database is down."""
+
 SERVICE_NAMES = (
     auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name,
     qr_code_pb2.DESCRIPTOR.services_by_name["QrCodeService"].full_name,
@@ -143,11 +147,15 @@ class RunningServer:
 async def follow_database(
     database: Database, health: HealthServicer, interval: float
 ) -> None:
-    """Keep health SERVING while PostgreSQL answers, NOT_SERVING otherwise."""
-    serving: bool | None = None
+    """Keep health SERVING while PostgreSQL answers, NOT_SERVING otherwise.
+
+    The server starts out SERVING; this watches for changes.
+    """
+    serving = True
     while True:
+        await asyncio.sleep(interval)
         try:
-            await asyncio.wait_for(database.ping(), timeout=interval)
+            await asyncio.wait_for(database.ping(), timeout=max(interval, 1.0))
             reachable = True
         except (errors.QrsysError, TimeoutError):
             reachable = False
@@ -164,7 +172,6 @@ async def follow_database(
                 logger.info("the database answers; serving")
             else:
                 logger.warning("the database does not answer; not serving")
-        await asyncio.sleep(interval)
 
 
 def server_options(settings: Settings, *, reuse_port: bool) -> list[tuple[str, int]]:
@@ -295,6 +302,9 @@ async def start_server(
             ) from exc
 
     await server.start()
+    # The schema check just reached the database: start out SERVING.
+    for name in (LIVENESS_SERVICE, "", *SERVICE_NAMES):
+        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
     health_task = asyncio.create_task(
         follow_database(database, health, settings.health_check_interval_seconds)
     )

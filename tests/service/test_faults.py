@@ -93,6 +93,10 @@ async def _outage(port: int, embedded: EmbeddedPostgres) -> None:
         phase["name"] = "outage"
         await asyncio.to_thread(embedded.stop)
         await wait_for_health(health, health_pb2.HealthCheckResponse.NOT_SERVING)
+        liveness = await health.Check(
+            health_pb2.HealthCheckRequest(service="liveness"), timeout=2
+        )
+        assert liveness.status == health_pb2.HealthCheckResponse.SERVING
         await asyncio.sleep(1)
 
         await asyncio.to_thread(embedded.start)
