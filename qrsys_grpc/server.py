@@ -22,6 +22,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter
 from pydantic import ValidationError
 
 from qrsys_grpc import errors, logs, migrate
@@ -46,6 +48,7 @@ from qrsys_grpc.qr.render import RenderCache
 from qrsys_grpc.repository.database import Database
 from qrsys_grpc.settings import Settings
 from qrsys_grpc.tls import ReloadingCredentials
+from qrsys_grpc.tracing import tracing_interceptors
 from qrsys_grpc.v1 import auth_pb2, auth_pb2_grpc, qr_code_pb2, qr_code_pb2_grpc
 
 logger = logging.getLogger(__name__)
@@ -133,6 +136,7 @@ class RunningServer:
     metrics: Metrics
     metrics_port: int | None
     health_task: asyncio.Task[None]
+    tracer_provider: TracerProvider | None = None
 
     async def stop(self, grace: float) -> None:
         """Refuse new calls, let calls in flight finish, then close."""
@@ -142,6 +146,8 @@ class RunningServer:
         await self.database.close()
         self.blocking.close()
         self.metrics.close()
+        if self.tracer_provider is not None:
+            self.tracer_provider.shutdown()
 
 
 async def follow_database(
@@ -196,6 +202,7 @@ async def start_server(
     *,
     reuse_port: bool = False,
     metrics_address: str | None = None,
+    span_exporter: SpanExporter | None = None,
 ) -> RunningServer:
     """Build and start a server on ``settings.listen_address``.
 
@@ -252,8 +259,9 @@ async def start_server(
         ),
     )
 
+    tracing, tracer_provider = tracing_interceptors(settings.tracing, span_exporter)
     server = grpc.aio.server(
-        interceptors=[CallInterceptor(accounts, metrics)],
+        interceptors=[*tracing, CallInterceptor(accounts, metrics)],
         options=server_options(settings, reuse_port=reuse_port),
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs or None,
     )
@@ -276,6 +284,8 @@ async def start_server(
         await database.close()
         blocking.close()
         metrics.close()
+        if tracer_provider is not None:
+            tracer_provider.shutdown()
         return StartupError(message)
 
     try:
@@ -309,7 +319,15 @@ async def start_server(
         follow_database(database, health, settings.health_check_interval_seconds)
     )
     return RunningServer(
-        server, port, health, database, blocking, metrics, metrics_port, health_task
+        server,
+        port,
+        health,
+        database,
+        blocking,
+        metrics,
+        metrics_port,
+        health_task,
+        tracer_provider,
     )
 
 

@@ -55,6 +55,7 @@ class Settings(BaseSettings):
 
     workers: int = Field(default=1, ge=1, le=64)
     metrics_address: str = ""
+    tracing: Literal["off", "otlp", "console"] = "off"
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

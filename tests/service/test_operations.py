@@ -450,3 +450,33 @@ async def test_sigterm_lets_calls_in_flight_finish(
         assert len(response.qr_codes) == 1000
 
     assert await asyncio.to_thread(process.wait, 30) == 0
+
+
+async def test_tracing_records_a_span_per_rpc(
+    tmp_path: Path, database_url: str, server_settings: Settings
+) -> None:
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+        InMemorySpanExporter,
+    )
+
+    exporter = InMemorySpanExporter()
+    settings = server_settings.model_copy(update={"data_dir": tmp_path})
+    running = await start_server(settings, database_url, span_exporter=exporter)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            await register(auth_pb2_grpc.AuthServiceStub(channel))
+            with pytest.raises(grpc.aio.AioRpcError):
+                await qr_code_pb2_grpc.QrCodeServiceStub(channel).GetQrCode(
+                    qr_code_pb2.GetQrCodeRequest(id="x")
+                )
+    finally:
+        await running.stop(0)
+
+    spans = {span.name: span for span in exporter.get_finished_spans()}
+    assert "/qrsys.v1.AuthService/Register" in spans
+    failed = spans["/qrsys.v1.QrCodeService/GetQrCode"]
+    assert failed.attributes is not None
+    assert (
+        failed.attributes["rpc.grpc.status_code"]
+        == grpc.StatusCode.UNAUTHENTICATED.value[0]
+    )
