@@ -14,8 +14,10 @@ import psutil
 import pytest
 import sqlalchemy as sa
 
+from qrsys_grpc.settings import Settings
 from qrsys_grpc.v1 import auth_pb2, auth_pb2_grpc
 from tests.conftest import _admin
+from tests.service.conftest import register
 from tests.service.processes import (
     SERVER,
     free_port,
@@ -146,4 +148,39 @@ async def test_two_workers_share_one_address(
         if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port
     }
     assert len(listening) == 2
+    assert stop(process) == 0
+
+
+async def test_a_logout_on_one_server_takes_effect_at_once_on_another(
+    tmp_path: Path,
+    database_url: str,
+    server_settings: Settings,
+    auth: auth_pb2_grpc.AuthServiceStub,
+    processes: list[subprocess.Popen[bytes]],
+) -> None:
+    assert server_settings.jwt_secret is not None
+    port = free_port()
+    env = server_env(
+        tmp_path,
+        port,
+        QRSYS_DATABASE_URL=database_url,
+        QRSYS_JWT_SECRET=server_settings.jwt_secret.get_secret_value(),
+    )
+    process = spawn(processes, env)
+    await wait_serving(port, process)
+
+    account = await register(auth)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        other = auth_pb2_grpc.AuthServiceStub(channel)
+        me = await other.GetCurrentUser(
+            auth_pb2.GetCurrentUserRequest(), metadata=account.metadata
+        )
+        assert me.user.email == account.email
+
+        await auth.Logout(auth_pb2.LogoutRequest(), metadata=account.metadata)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await other.GetCurrentUser(
+                auth_pb2.GetCurrentUserRequest(), metadata=account.metadata
+            )
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert stop(process) == 0
