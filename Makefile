@@ -8,7 +8,9 @@ PROTOS := $(wildcard protos/qrsys/v1/*.proto)
 STUBS  := qrsys_grpc/v1
 
 .DEFAULT_GOAL := help
-.PHONY: help install run migrate test lint format proto proto-check clean
+BUF_AGAINST ?= .git\#branch=main,subdir=protos
+
+.PHONY: help install run migrate test lint format proto proto-check proto-lint proto-breaking docs clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -30,14 +32,14 @@ migrate: $(STAMP) ## Upgrade the database QRSYS_DATABASE_URL names to the newest
 test: $(STAMP) ## Run the tests against QRSYS_TEST_DATABASE_URL or an embedded PostgreSQL
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lint: $(STAMP) ## ruff lint, ruff format check and mypy strict
-	$(BIN)/ruff check qrsys_grpc tests migrations
-	$(BIN)/ruff format --check qrsys_grpc tests migrations
+lint: $(STAMP) proto-lint ## ruff, mypy strict and buf lint
+	$(BIN)/ruff check qrsys_grpc tests migrations docs
+	$(BIN)/ruff format --check qrsys_grpc tests migrations docs
 	$(BIN)/mypy
 
 format: $(STAMP) ## Format the code with ruff
-	$(BIN)/ruff check --fix qrsys_grpc tests migrations
-	$(BIN)/ruff format qrsys_grpc tests migrations
+	$(BIN)/ruff check --fix qrsys_grpc tests migrations docs
+	$(BIN)/ruff format qrsys_grpc tests migrations docs
 
 # protoc writes `from qrsys.v1 import x_pb2` into the gRPC stubs; the stubs
 # live in qrsys_grpc.v1, so that one import line is rewritten to match.
@@ -54,9 +56,18 @@ proto: $(STAMP) ## Regenerate the Python stubs in qrsys_grpc/v1 from protos/
 	printf '"""Stubs generated from protos/qrsys/v1 by `make proto`."""\n' > $(STUBS)/__init__.py
 	rm -rf .proto-out
 
-proto-check: proto ## Fail when the committed stubs differ from protos/
-	git diff --exit-code --stat -- $(STUBS)
-	@test -z "$$(git status --porcelain -- $(STUBS))" || { git status --short -- $(STUBS); exit 1; }
+docs: $(STAMP) ## Regenerate docs/api.md from the proto comments
+	$(BIN)/python docs/generate_api.py > docs/api.md
+
+proto-check: proto docs ## Fail when the committed stubs or docs/api.md differ from protos/
+	git diff --exit-code --stat -- $(STUBS) docs/api.md
+	@test -z "$$(git status --porcelain -- $(STUBS) docs/api.md)" || { git status --short -- $(STUBS) docs/api.md; exit 1; }
+
+proto-lint: $(STAMP) ## buf lint (STANDARD and COMMENTS rules)
+	cd protos && ../$(BIN)/buf lint
+
+proto-breaking: $(STAMP) ## buf breaking against main (BUF_AGAINST=... to change)
+	$(BIN)/buf breaking protos --against '$(BUF_AGAINST)'
 
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
