@@ -270,9 +270,11 @@ def merge(
         )
     unknown = [path for path in paths if path not in UPDATABLE_PATHS]
     if unknown:
+        named = ", ".join(repr(path[:100]) for path in unknown[:5])
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
         raise errors.InvalidArgument.field(
             "update_mask",
-            f"cannot update {', '.join(unknown)}; updatable: "
+            f"cannot update {named}{more}; updatable: "
             + ", ".join(sorted(UPDATABLE_PATHS)),
         )
     title = record.title

@@ -160,7 +160,7 @@ def _phone(value: str, field: str) -> str:
     if len(number) > MAX_PHONE_CHARS or not _PHONE.fullmatch(number):
         raise InvalidArgument.field(
             field,
-            f"{value!r} is not a telephone number: use at most {MAX_PHONE_CHARS} "
+            f"{value[:40]!r} is not a telephone number: use at most {MAX_PHONE_CHARS} "
             "digits, spaces and the characters + - ( ) . with + only first",
         )
     return number
@@ -174,7 +174,7 @@ def _email_address(value: str, field: str) -> str:
     _check_chars(address, field, multiline=False)
     if len(address) > MAX_EMAIL_CHARS or not _EMAIL.fullmatch(address):
         raise InvalidArgument.field(
-            field, f"{value!r} is not an email address like name@example.com"
+            field, f"{value[:60]!r} is not an email address like name@example.com"
         )
     return address
 
@@ -422,7 +422,7 @@ def _epc_amount(value: str) -> str:
     if not _AMOUNT.fullmatch(text):
         raise InvalidArgument.field(
             "epc.amount",
-            f"{value!r} is not an amount in euros like 12.50 "
+            f"{value[:40]!r} is not an amount in euros like 12.50 "
             "(digits, a point and at most 2 decimals)",
         )
     amount = Decimal(text)
@@ -455,19 +455,19 @@ def _encode_epc(epc: qr_code_pb2.EpcContent) -> str:
     if not _IBAN.fullmatch(iban):
         raise InvalidArgument.field(
             "epc.iban",
-            f"{iban_input!r} is not an IBAN: 2 letters, 2 check digits and "
+            f"{iban_input[:40]!r} is not an IBAN: 2 letters, 2 check digits and "
             "11 to 30 letters or digits",
         )
     if not iban_is_valid(iban):
         raise InvalidArgument.field(
-            "epc.iban", f"{iban_input!r} has a wrong check sum (ISO 13616 mod 97)"
+            "epc.iban", f"{iban_input[:40]!r} has a wrong check sum (ISO 13616 mod 97)"
         )
     bic_input: str = epc.bic
     _check_chars(bic_input, "epc.bic", multiline=False)
     bic = bic_input.strip().upper()
     if bic and not _BIC.fullmatch(bic):
         raise InvalidArgument.field(
-            "epc.bic", f"{bic_input!r} is not a BIC of 8 or 11 letters and digits"
+            "epc.bic", f"{bic_input[:20]!r} is not a BIC of 8 or 11 letters and digits"
         )
     amount = _epc_amount(epc.amount)
     text = _optional(epc.text, "epc.text")
