@@ -153,7 +153,7 @@ class Accounts:
         except errors.InvalidArgument:
             user = None
         else:
-            async with self._db.transaction() as conn:
+            async with self._db.read() as conn:
                 user = await UserRepository(conn).find_by_email(email)
         if user is None:
             await self._blocking.run(passwords.verify_unknown_user, password)
@@ -184,7 +184,7 @@ class Accounts:
         account = account_key(canonical)
         address = address_key(peer)
         keys = [account] if address is None else [account, address]
-        async with self._db.transaction() as conn:
+        async with self._db.read() as conn:
             blocked = await LoginFailureRepository(conn).seconds_blocked(keys)
         if blocked is not None:
             raise errors.TooManyAttempts(
@@ -281,7 +281,7 @@ class Accounts:
                 "the access token is invalid", reason="TOKEN_INVALID"
             )
         claims = self._tokens.verify_access(access_token)
-        async with self._db.transaction() as conn:
+        async with self._db.read() as conn:
             active = await SessionRepository(conn).is_active(
                 claims.session_id, claims.user_id
             )
@@ -310,7 +310,7 @@ class Accounts:
         Raises:
             errors.Unauthenticated: the account was deleted meanwhile.
         """
-        async with self._db.transaction() as conn:
+        async with self._db.read() as conn:
             user = await UserRepository(conn).get(caller.user_id)
         if user is None:
             raise errors.Unauthenticated(

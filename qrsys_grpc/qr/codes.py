@@ -389,7 +389,7 @@ class QrCodes:
             errors.NotFound: no such code of this owner.
         """
         parsed = parse_id(code_id)
-        async with self._db.transaction() as conn:
+        async with self._db.read() as conn:
             return await QrCodeRepository(conn).get(owner_id, parsed)
 
     async def list(
@@ -422,7 +422,7 @@ class QrCodes:
             after=after,
             limit=limit + 1,
         )
-        async with self._db.transaction() as conn:
+        async with self._db.read() as conn:
             repository = QrCodeRepository(conn)
             codes = await repository.list_for_owner(owner_id, repo_query)
             total = await repository.count_for_owner(owner_id, repo_query)
@@ -448,7 +448,7 @@ class QrCodes:
         """
         code_id = parse_id(patch.id, field="qr_code.id")
         expected = parse_etag(patch.etag, field="qr_code.etag") if patch.etag else None
-        async with self._db.transaction() as conn:
+        async with self._db.read() as conn:
             record = await QrCodeRepository(conn).get(owner_id, code_id)
         if expected is not None and expected != record.version:
             raise errors.EtagMismatch("the QR code changed; fetch it and try again")
@@ -539,7 +539,7 @@ class QrCodes:
                 "ids", f"must name at most {MAX_EXPORT_IDS} codes"
             )
         wanted = [parse_id(value, field=f"ids[{i}]") for i, value in enumerate(ids)]
-        async with self._db.transaction() as conn:
+        async with self._db.read() as conn:
             repository = QrCodeRepository(conn)
             if not wanted:
                 wanted = await repository.iter_ids_for_owner(owner_id)
@@ -553,7 +553,7 @@ class QrCodes:
                     )
         for start in range(0, len(wanted), EXPORT_PAGE):
             chunk = wanted[start : start + EXPORT_PAGE]
-            async with self._db.transaction() as conn:
+            async with self._db.read() as conn:
                 records = await QrCodeRepository(conn).get_many(owner_id, chunk)
             for code_id in chunk:
                 record = records.get(code_id)

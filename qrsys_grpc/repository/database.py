@@ -101,7 +101,9 @@ class Database:
             pool_size=pool_size,
             max_overflow=0,
             pool_timeout=connect_timeout_seconds,
-            pool_pre_ping=True,
+            # No ping per checkout: a connection found dead raises once, and
+            # SQLAlchemy then discards every connection of the pool made
+            # before it, so one failed call follows a database restart.
             connect_args={
                 "timeout": connect_timeout_seconds,
                 "command_timeout": statement_timeout_seconds + 1,
@@ -120,15 +122,39 @@ class Database:
             errors.Unavailable: the database cannot be reached.
             errors.AlreadyExists: a unique constraint was violated.
             errors.InvalidArgument: PostgreSQL rejected a value.
+            errors.DeadlineExceeded: the call's deadline passed.
         """
         limit_ms = self._statement_limit_ms()
-        try:
-            async with self.engine.begin() as conn:
-                if limit_ms is not None:
-                    await conn.execute(
-                        sa.text(f"SET LOCAL statement_timeout = {limit_ms}")
-                    )
+        async with self._translated_errors(), self.engine.begin() as conn:
+            if limit_ms is not None:
+                await conn.execute(sa.text(f"SET LOCAL statement_timeout = {limit_ms}"))
+            yield conn
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """Open a connection for reads that need no transaction of their own.
+
+        Each statement runs on its own (autocommit), which spares the BEGIN
+        and COMMIT round trips of ``transaction``. A call whose deadline is
+        nearer than the statement timeout gets a transaction instead, so
+        that the deadline can bound its statements.
+
+        Raises:
+            errors.Unavailable: the database cannot be reached.
+            errors.DeadlineExceeded: the call's deadline passed.
+        """
+        if self._statement_limit_ms() is not None:
+            async with self.transaction() as conn:
                 yield conn
+            return
+        async with self._translated_errors(), self.engine.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            yield conn
+
+    @asynccontextmanager
+    async def _translated_errors(self) -> AsyncIterator[None]:
+        try:
+            yield
         except errors.QrsysError:
             raise
         except Exception as exc:
@@ -165,7 +191,7 @@ class Database:
 
     async def ping(self) -> None:
         """Run a trivial query; raise ``errors.Unavailable`` when it fails."""
-        async with self.transaction() as conn:
+        async with self.read() as conn:
             await conn.execute(sa.text("SELECT 1"))
 
     async def close(self) -> None:
