@@ -38,6 +38,7 @@ from qrsys_grpc.client import (
     QrsysClient,
     QrsysError,
     ResourceExhaustedError,
+    Session,
     TlsConfig,
     TokenPair,
     UnauthenticatedError,
@@ -439,7 +440,6 @@ class Context:
         self._stored: Credentials | None = None
         self._loaded = False
         explicit = getattr(args, "server", None) or os.environ.get(SERVER_ENV)
-        self.explicit_server = explicit or None
         stored = self._peek()
         self.server = explicit or (stored.server if stored else DEFAULT_TARGET)
 
@@ -490,7 +490,7 @@ class Context:
             self.server, timeout=self.timeout, tls=self.tls_files().config()
         )
 
-    def signed_in(self) -> tuple[QrsysClient, Credentials]:
+    def signed_in(self) -> QrsysClient:
         """A client with the stored session for this server; refreshed tokens
         are written back.
 
@@ -511,14 +511,13 @@ class Context:
             current[0] = replace(current[0], tokens=tokens)
             self.store.save(current[0])
 
-        client = QrsysClient(
+        return QrsysClient(
             self.server,
             tokens=stored.tokens,
             on_tokens=keep,
             timeout=self.timeout,
             tls=self.tls_files().config(),
         )
-        return client, stored
 
 
 def _absolute(path: str | None) -> str | None:
@@ -545,7 +544,7 @@ def read_password(args: argparse.Namespace, *, confirm: bool) -> str:
 
 
 def _start_session(
-    ctx: Context, sign_in: Callable[[QrsysClient], Any], out: TextIO, verb: str
+    ctx: Context, sign_in: Callable[[QrsysClient], Session], out: TextIO, verb: str
 ) -> int:
     with ctx.anonymous_client() as client:
         session = sign_in(client)
@@ -582,7 +581,7 @@ def cmd_logout(ctx: Context, out: TextIO) -> int:
     if stored is None:
         print("not signed in", file=out)
         return EXIT_OK
-    client, _ = ctx.signed_in()
+    client = ctx.signed_in()
     try:
         with client:
             client.logout()
@@ -601,7 +600,7 @@ def cmd_logout(ctx: Context, out: TextIO) -> int:
 
 def cmd_whoami(ctx: Context, out: TextIO) -> int:
     """qrsys whoami"""
-    client, _ = ctx.signed_in()
+    client = ctx.signed_in()
     with client:
         user = client.whoami()
     name = f" ({user.display_name})" if user.display_name else ""
@@ -622,7 +621,7 @@ def _style_options(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_create(ctx: Context, out: TextIO) -> int:
     """qrsys create --title T (--url U | --text X) [style]"""
     args = ctx.args
-    client, _ = ctx.signed_in()
+    client = ctx.signed_in()
     with client:
         code = client.create_code(
             args.title,
@@ -642,7 +641,7 @@ def cmd_batch(ctx: Context, out: TextIO) -> int:
     """qrsys batch --title-template T (--url-template U | --text-template X)
     --first N --count C"""
     args = ctx.args
-    client, _ = ctx.signed_in()
+    client = ctx.signed_in()
     with client:
         codes = client.batch_create(
             args.title_template,
@@ -664,7 +663,7 @@ def cmd_batch(ctx: Context, out: TextIO) -> int:
 def cmd_list(ctx: Context, out: TextIO) -> int:
     """qrsys list [--filter F] [--order-by O] [--limit N] [--json]"""
     args = ctx.args
-    client, _ = ctx.signed_in()
+    client = ctx.signed_in()
     with client:
         codes: Iterator[QrCode] = client.iter_codes(
             filter=args.filter or "",
@@ -686,7 +685,7 @@ def cmd_list(ctx: Context, out: TextIO) -> int:
 
 def cmd_get(ctx: Context, out: TextIO) -> int:
     """qrsys get ID [--json]"""
-    client, _ = ctx.signed_in()
+    client = ctx.signed_in()
     with client:
         code = client.get_code(ctx.args.id)
     if ctx.args.json:
@@ -698,7 +697,7 @@ def cmd_get(ctx: Context, out: TextIO) -> int:
 
 def cmd_delete(ctx: Context, out: TextIO) -> int:
     """qrsys delete ID [--etag E]"""
-    client, _ = ctx.signed_in()
+    client = ctx.signed_in()
     with client:
         client.delete_code(ctx.args.id, etag=ctx.args.etag or "")
     print(f"deleted {ctx.args.id}", file=out)
@@ -716,7 +715,7 @@ def cmd_render(ctx: Context, out: TextIO) -> int:
     """qrsys render ID -o FILE [--format F] [--scale N] [--border N]"""
     args = ctx.args
     image_format = format_for_output(args.output, args.format)
-    client, _ = ctx.signed_in()
+    client = ctx.signed_in()
     with client:
         image = client.render(
             args.id, format=image_format, scale=args.scale, border=args.border
@@ -746,7 +745,7 @@ def cmd_export(ctx: Context, out: TextIO) -> int:
     except OSError as exc:
         raise CliError(f"cannot create {directory}: {exc.strerror}") from None
     extension = args.format
-    client, _ = ctx.signed_in()
+    client = ctx.signed_in()
     written = 0
     with client:
         total = len(args.ids) if args.ids else client.list_codes(page_size=1).total_size

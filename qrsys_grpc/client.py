@@ -279,6 +279,9 @@ class QrsysError(Exception):
     def __str__(self) -> str:
         return self._describe()
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.code, self.message), self.__dict__)
+
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(code={self.code.name}, reason={self.reason!r}, "
