@@ -45,5 +45,5 @@ def test_ordinary_text_passes(value: str) -> None:
 
 def test_multiline_text_keeps_tab_and_line_breaks_but_not_other_controls() -> None:
     check_no_controls("a\tb\r\nc", "text", multiline=True)
-    with pytest.raises(errors.InvalidArgument, match="U+0085"):
+    with pytest.raises(errors.InvalidArgument, match=r"U\+0085"):
         check_no_controls("a\x85b", "text", multiline=True)
