@@ -483,14 +483,11 @@ class QrCodes:
         options: RenderOptions,
     ) -> Rendered:
         parsed_style = render.style_from_proto(style, kind=kind)
-        symbol, data = await self._blocking.run(
-            self._cache.render_cached,
-            text,
-            parsed_style,
-            options.fmt,
-            options.scale,
-            options.border,
-        )
+        key = (text, parsed_style, options.fmt, options.scale, options.border)
+        cached = self._cache.lookup(*key)
+        if cached is None:
+            cached = await self._blocking.run(self._cache.render_cached, *key)
+        symbol, data = cached
         return Rendered(options.fmt.content_type, data, symbol.encoded_text)
 
     async def render(

@@ -474,6 +474,26 @@ class RenderCache:
         with self._lock:
             self._cache.clear()
 
+    def lookup(
+        self,
+        text: str,
+        style: Style,
+        fmt: ImageFormat,
+        scale: int = DEFAULT_SCALE,
+        border: int | None = None,
+    ) -> tuple[Symbol, bytes] | None:
+        """The cached symbol and image, counted as a hit, or ``None``.
+
+        Cheap enough for the event loop: it only takes the lock and reads.
+        """
+        key: _Key = (text, style, fmt, scale, border)
+        with self._lock:
+            entry = self._cache.get(key)
+            if entry is None:
+                return None
+            self._hits += 1
+            return entry.symbol, entry.data
+
     def render_cached(
         self,
         text: str,

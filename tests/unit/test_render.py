@@ -684,6 +684,15 @@ class TestRenderCache:
         assert first_symbol.version == fresh_symbol.version
         assert first_symbol.encoded_text == "cached text"
 
+    def test_lookup_finds_only_what_was_rendered(self) -> None:
+        cache = RenderCache()
+        style = Style()
+        assert cache.lookup("a", style, ImageFormat.PNG) is None
+        symbol, data = cache.render_cached("a", style, ImageFormat.PNG)
+        assert cache.lookup("a", style, ImageFormat.PNG) == (symbol, data)
+        assert cache.lookup("a", style, ImageFormat.SVG) is None
+        assert (cache.hits, cache.misses) == (1, 1)
+
     def test_counts_hits_and_misses(self) -> None:
         cache = RenderCache()
         style = Style()
