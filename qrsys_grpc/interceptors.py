@@ -9,6 +9,7 @@ unexpected into a bare INTERNAL), and log and count the outcome once.
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -59,6 +60,7 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 REQUEST_ID_KEY = "x-request-id"
 MAX_REQUEST_ID_LENGTH = 128
+_SAFE_REQUEST_ID = re.compile(rf"[A-Za-z0-9\-_.:/+=@~]{{1,{MAX_REQUEST_ID_LENGTH}}}")
 
 
 class _Unparseable:
@@ -108,11 +110,17 @@ def bearer_token(metadata: tuple[tuple[str, str | bytes], ...]) -> str:
 
 
 def _request_id(metadata: tuple[tuple[str, str | bytes], ...]) -> str:
+    """The client's ``x-request-id`` if it is a safe token, else a new one.
+
+    A safe id is 1 to 128 characters of ASCII letters, digits and
+    ``-_.:/+=@~``: it goes back in metadata and into every log line, so
+    nothing that could break either gets through.
+    """
     for key, value in metadata:
         if key == REQUEST_ID_KEY and isinstance(value, str):
-            cleaned = value.strip()[:MAX_REQUEST_ID_LENGTH]
-            if cleaned and cleaned.isprintable():
-                return cleaned
+            if _SAFE_REQUEST_ID.fullmatch(value):
+                return value
+            break
     return uuid.uuid4().hex
 
 

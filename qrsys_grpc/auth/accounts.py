@@ -63,6 +63,7 @@ def normalize_email(email: str, *, field: str = "email") -> str:
         raise errors.InvalidArgument.field(
             field, f"must be at most {MAX_EMAIL_LENGTH} characters"
         )
+    check_no_controls(email, field)
     try:
         return validate_email(email, check_deliverability=False).normalized
     except EmailNotValidError as exc:

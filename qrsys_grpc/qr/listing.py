@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from qrsys_grpc import errors
+from qrsys_grpc.text import check_no_controls
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
@@ -79,6 +80,7 @@ def parse_filter(text: str) -> Filter:
             if title is not None:
                 raise errors.InvalidArgument.field("filter", "title is given twice")
             title = _ESCAPE.sub(r"\1", match.group(2))
+            check_no_controls(title, "filter")
         else:
             if kind is not None:
                 raise errors.InvalidArgument.field("filter", "kind is given twice")
@@ -176,22 +178,26 @@ def decode_page_token(
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         payload = json.loads(raw)
-        if payload["f"] != _fingerprint(owner_id, query, order):
-            raise invalid
-        last_id = uuid.UUID(payload["i"])
-        value = payload["v"]
-        if order.field in TIME_FIELDS:
-            value = datetime.fromisoformat(value)
-            if value.tzinfo is None:
-                raise invalid
-        elif not isinstance(value, str):
-            raise invalid
-    except (
-        ValueError,
-        TypeError,
-        KeyError,
-        binascii.Error,
-        UnicodeDecodeError,
-    ) as exc:
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise invalid from exc
-    return value, last_id
+    if not isinstance(payload, dict):
+        raise invalid
+    fingerprint, value, last = payload.get("f"), payload.get("v"), payload.get("i")
+    if not (
+        isinstance(fingerprint, str)
+        and isinstance(value, str)
+        and isinstance(last, str)
+    ):
+        raise invalid
+    if fingerprint != _fingerprint(owner_id, query, order) or "\x00" in value:
+        raise invalid
+    try:
+        last_id = uuid.UUID(last)
+        position: Any = (
+            datetime.fromisoformat(value) if order.field in TIME_FIELDS else value
+        )
+    except ValueError as exc:
+        raise invalid from exc
+    if isinstance(position, datetime) and position.tzinfo is None:
+        raise invalid
+    return position, last_id

@@ -122,13 +122,16 @@ class Database:
             errors.Unavailable: the database cannot be reached.
             errors.AlreadyExists: a unique constraint was violated.
             errors.InvalidArgument: PostgreSQL rejected a value.
-            errors.DeadlineExceeded: the call's deadline passed.
+            errors.DeadlineExceeded: the call's deadline passed, before or
+                during the transaction; it then rolls back.
         """
         limit_ms = self._statement_limit_ms()
         async with self._translated_errors(), self.engine.begin() as conn:
             if limit_ms is not None:
                 await conn.execute(sa.text(f"SET LOCAL statement_timeout = {limit_ms}"))
             yield conn
+            # A call whose client has given up must not commit behind its back.
+            self._statement_limit_ms()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:

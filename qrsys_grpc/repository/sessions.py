@@ -58,45 +58,65 @@ class SessionRepository:
     ) -> SessionRecord | None:
         """Swap a live session's refresh token for a new one.
 
-        ``old_hash`` may be the current token, or, for ``grace`` after a
-        rotation, the token that rotation replaced: a client that lost the
-        answer may retry. The grace rotation does not restart the grace.
+        ``old_hash`` may be the current token or, once and only within
+        ``grace`` after a rotation, the token that rotation replaced: a
+        client that lost the answer may retry. Every replaced token is
+        remembered as used.
 
         Returns the session, or ``None`` when no live session accepts
         ``old_hash``.
         """
-        is_current = sessions.c.refresh_token_hash == old_hash
-        in_grace = sa.and_(
-            sessions.c.previous_refresh_token_hash == old_hash,
-            sessions.c.rotate_time > sa.func.now() - grace,
-        )
-        condition = sa.or_(is_current, in_grace) if grace else is_current
-        statement = (
-            sa.update(sessions)
-            .where(
-                condition,
-                sessions.c.revoke_time.is_(None),
-                sessions.c.expire_time > sa.func.now(),
+        found = (
+            await self._conn.execute(
+                sa.select(
+                    sessions.c.id,
+                    sessions.c.user_id,
+                    sessions.c.refresh_token_hash,
+                    sessions.c.previous_refresh_token_hash,
+                    sessions.c.rotate_time > sa.func.now() - grace,
+                )
+                .where(
+                    sa.or_(
+                        sessions.c.refresh_token_hash == old_hash,
+                        sessions.c.previous_refresh_token_hash == old_hash,
+                    ),
+                    sessions.c.revoke_time.is_(None),
+                    sessions.c.expire_time > sa.func.now(),
+                )
+                .with_for_update()
             )
-            .values(
-                refresh_token_hash=new_hash,
-                previous_refresh_token_hash=old_hash,
-                rotate_time=sa.case(
-                    (is_current, sa.func.now()), else_=sessions.c.rotate_time
-                ),
-                expire_time=expire_time,
-            )
-            .returning(sessions.c.id, sessions.c.user_id, sessions.c.expire_time)
-        )
-        row = (await self._conn.execute(statement)).one_or_none()
-        if row is None:
+        ).one_or_none()
+        if found is None:
+            return None
+        session_id, user_id, current, _previous, recent = found
+        values: dict[str, object]
+        if current == old_hash:
+            values = {
+                "previous_refresh_token_hash": old_hash,
+                "rotate_time": sa.func.now(),
+            }
+        elif grace and recent:
+            # The retry of a lost answer: the token that answer carried is
+            # now used, and the old one gets no further retry.
+            values = {"previous_refresh_token_hash": None}
+        else:
             return None
         await self._conn.execute(
+            sa.update(sessions)
+            .where(sessions.c.id == session_id)
+            .values(refresh_token_hash=new_hash, expire_time=expire_time, **values)
+        )
+        await self._conn.execute(
             pg.insert(used_refresh_tokens)
-            .values(refresh_token_hash=old_hash, session_id=row.id)
+            .values(
+                [
+                    {"refresh_token_hash": digest, "session_id": session_id}
+                    for digest in {old_hash, current}
+                ]
+            )
             .on_conflict_do_nothing()
         )
-        return SessionRecord(*row)
+        return SessionRecord(session_id, user_id, expire_time)
 
     async def revoke_by_used_token(self, old_hash: bytes) -> bool:
         """End the live session that once used the refresh token ``old_hash``.

@@ -157,6 +157,17 @@ async def test_one_address_failing_on_many_accounts_is_throttled(
     ]
 
 
+async def whoami(auth: auth_pb2_grpc.AuthServiceStub, token: str) -> grpc.StatusCode:
+    try:
+        await auth.GetCurrentUser(
+            auth_pb2.GetCurrentUserRequest(),
+            metadata=(("authorization", f"Bearer {token}"),),
+        )
+    except grpc.aio.AioRpcError as error:
+        return error.code()
+    return grpc.StatusCode.OK
+
+
 class TestRefreshGrace:
     """A client that lost RefreshToken's answer may retry, once, briefly."""
 
@@ -172,16 +183,74 @@ class TestRefreshGrace:
             auth_pb2.RefreshTokenRequest(refresh_token=first)
         )
         assert retried.tokens.refresh_token not in (first, lost.tokens.refresh_token)
+        assert await whoami(strict_auth, retried.tokens.access_token) == (
+            grpc.StatusCode.OK
+        )
+        newest = await strict_auth.RefreshToken(
+            auth_pb2.RefreshTokenRequest(refresh_token=retried.tokens.refresh_token)
+        )
+        assert await whoami(strict_auth, newest.tokens.access_token) == (
+            grpc.StatusCode.OK
+        )
 
-        # The answer that was lost no longer works; the retried one does.
+    async def test_the_grace_allows_one_retry_only(
+        self, strict_auth: auth_pb2_grpc.AuthServiceStub
+    ) -> None:
+        account = await register(strict_auth)
+        first = account.tokens.refresh_token
+        for _ in range(2):
+            await strict_auth.RefreshToken(
+                auth_pb2.RefreshTokenRequest(refresh_token=first)
+            )
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await strict_auth.RefreshToken(
+                auth_pb2.RefreshTokenRequest(refresh_token=first)
+            )
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert await whoami(strict_auth, account.tokens.access_token) == (
+            grpc.StatusCode.UNAUTHENTICATED
+        )
+
+    async def test_the_lost_answer_showing_up_later_ends_the_session(
+        self, strict_auth: auth_pb2_grpc.AuthServiceStub
+    ) -> None:
+        # Whoever presents the answer the client said it lost is not the
+        # client: the session ends.
+        account = await register(strict_auth)
+        first = account.tokens.refresh_token
+        lost = await strict_auth.RefreshToken(
+            auth_pb2.RefreshTokenRequest(refresh_token=first)
+        )
+        retried = await strict_auth.RefreshToken(
+            auth_pb2.RefreshTokenRequest(refresh_token=first)
+        )
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await strict_auth.RefreshToken(
                 auth_pb2.RefreshTokenRequest(refresh_token=lost.tokens.refresh_token)
             )
         assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
-        await strict_auth.GetCurrentUser(
-            auth_pb2.GetCurrentUserRequest(),
-            metadata=(("authorization", f"Bearer {retried.tokens.access_token}"),),
+        assert await whoami(strict_auth, retried.tokens.access_token) == (
+            grpc.StatusCode.UNAUTHENTICATED
+        )
+
+    async def test_concurrent_retries_get_at_most_one_grace(
+        self, strict_auth: auth_pb2_grpc.AuthServiceStub
+    ) -> None:
+        account = await register(strict_auth)
+        request = auth_pb2.RefreshTokenRequest(
+            refresh_token=account.tokens.refresh_token
+        )
+        outcomes = await asyncio.gather(
+            *(strict_auth.RefreshToken(request) for _ in range(6)),
+            return_exceptions=True,
+        )
+        succeeded = [o for o in outcomes if not isinstance(o, BaseException)]
+        assert 1 <= len(succeeded) <= 2
+        assert all(
+            isinstance(o, grpc.aio.AioRpcError)
+            and o.code() == grpc.StatusCode.UNAUTHENTICATED
+            for o in outcomes
+            if isinstance(o, BaseException)
         )
 
     async def test_a_token_two_rotations_old_ends_the_session(
