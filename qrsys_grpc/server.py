@@ -267,7 +267,7 @@ async def start_server(
     )
     auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(accounts), server)
     qr_code_pb2_grpc.add_QrCodeServiceServicer_to_server(
-        QrCodeServicer(qr_codes), server
+        QrCodeServicer(qr_codes, accounts), server
     )
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -450,7 +450,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings()
     except ValidationError as exc:
-        print(f"qrsys-server: invalid configuration:\n{exc}", file=sys.stderr)
+        print("qrsys-server: invalid configuration:", file=sys.stderr)
+        for error in exc.errors():
+            names = [f"QRSYS_{str(part).upper()}" for part in error["loc"][:1]]
+            print(f"  {' '.join(names) or 'settings'}: {error['msg']}", file=sys.stderr)
         return 2
     logs.configure(settings.log_format, settings.log_level)
 

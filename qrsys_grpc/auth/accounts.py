@@ -203,7 +203,9 @@ class Accounts:
             new_hash = await self._blocking.run(passwords.hash_password, password)
         async with self._db.transaction() as conn:
             if new_hash is not None:
-                await UserRepository(conn).set_password_hash(user.id, new_hash)
+                await UserRepository(conn).set_password_hash(
+                    user.id, new_hash, replacing=user.password_hash
+                )
             await LoginFailureRepository(conn).clear(account)
             tokens = await self._start_session(SessionRepository(conn), user.id)
 
@@ -211,6 +213,7 @@ class Accounts:
         return SignedIn(user, tokens)
 
     async def _record_failure(self, account: str, address: str | None) -> None:
+        """Count a wrong password against the account and the address."""
         policy = self._throttle
         async with self._db.transaction() as conn:
             failures = LoginFailureRepository(conn)
@@ -282,15 +285,9 @@ class Accounts:
                 "the access token is invalid", reason="TOKEN_INVALID"
             )
         claims = self._tokens.verify_access(access_token)
-        async with self._db.read() as conn:
-            active = await SessionRepository(conn).is_active(
-                claims.session_id, claims.user_id
-            )
-        if not active:
-            raise errors.Unauthenticated(
-                "the session has ended; sign in again", reason="SESSION_REVOKED"
-            )
-        return Caller(claims.user_id, claims.session_id)
+        caller = Caller(claims.user_id, claims.session_id)
+        await self.ensure_live(caller)
+        return caller
 
     async def logout(self, caller: Caller) -> None:
         """End the caller's session."""
@@ -319,6 +316,32 @@ class Accounts:
             )
         return user
 
+    async def _confirm_password(self, user: UserRecord, password: str) -> None:
+        """Check a signed-in user's password before a sensitive change.
+
+        Failures count against the account as failed logins do, so a stolen
+        access token cannot be used to guess the password.
+
+        Raises:
+            errors.TooManyAttempts: the account is blocked.
+            errors.InvalidCredentials: the password is wrong.
+        """
+        account = account_key(user.email)
+        async with self._db.read() as conn:
+            blocked = await LoginFailureRepository(conn).seconds_blocked([account])
+        if blocked is not None:
+            raise errors.TooManyAttempts(
+                f"too many wrong passwords; try again in {math.ceil(blocked)} s",
+                retry_after_seconds=blocked,
+            )
+        if not await self._blocking.run(
+            passwords.verify_password,
+            user.password_hash,
+            passwords.normalize_lenient(password),
+        ):
+            await self._record_failure(account, None)
+            raise errors.InvalidCredentials()
+
     async def change_password(
         self, caller: Caller, current_password: str, new_password: str
     ) -> IssuedTokens:
@@ -327,21 +350,23 @@ class Accounts:
 
         Raises:
             errors.InvalidArgument: the new password breaks the rules.
-            errors.InvalidCredentials: the current password is wrong.
+            errors.TooManyAttempts: too many wrong passwords lately.
+            errors.InvalidCredentials: the current password is wrong, or was
+                changed by another call meanwhile.
         """
         new_password = passwords.normalize(new_password, field="new_password")
         user = await self.current_user(caller)
-        current = passwords.normalize_lenient(current_password)
-        if not await self._blocking.run(
-            passwords.verify_password, user.password_hash, current
-        ):
-            raise errors.InvalidCredentials()
+        await self._confirm_password(user, current_password)
         new_hash = await self._blocking.run(passwords.hash_password, new_password)
 
         refresh, digest = new_refresh_token()
         refresh_expires = self._tokens.refresh_expire_time()
         async with self._db.transaction() as conn:
-            await UserRepository(conn).set_password_hash(user.id, new_hash)
+            replaced = await UserRepository(conn).set_password_hash(
+                user.id, new_hash, replacing=user.password_hash
+            )
+            if not replaced:
+                raise errors.InvalidCredentials()
             sessions = SessionRepository(conn)
             await sessions.revoke_all(user.id, keep=caller.session_id)
             await sessions.replace_refresh_token(
@@ -356,18 +381,29 @@ class Accounts:
         """Remove the account with its sessions and codes, in one transaction.
 
         Raises:
+            errors.TooManyAttempts: too many wrong passwords lately.
             errors.InvalidCredentials: the password is wrong.
         """
         user = await self.current_user(caller)
-        if not await self._blocking.run(
-            passwords.verify_password,
-            user.password_hash,
-            passwords.normalize_lenient(password),
-        ):
-            raise errors.InvalidCredentials()
+        await self._confirm_password(user, password)
         async with self._db.transaction() as conn:
             await UserRepository(conn).delete(user.id)
         logger.info("user %s deleted their account", user.id)
+
+    async def ensure_live(self, caller: Caller) -> None:
+        """Check, again, that the caller's session has not ended.
+
+        Raises:
+            errors.Unauthenticated: it has.
+        """
+        async with self._db.read() as conn:
+            active = await SessionRepository(conn).is_active(
+                caller.session_id, caller.user_id
+            )
+        if not active:
+            raise errors.Unauthenticated(
+                "the session has ended; sign in again", reason="SESSION_REVOKED"
+            )
 
     async def introspect(self, token: str) -> Caller | None:
         """Return the caller a live access token stands for, else ``None``."""

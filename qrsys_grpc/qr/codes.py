@@ -7,7 +7,9 @@ blocking pool through the render cache.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -35,8 +37,11 @@ MAX_REQUEST_ID_LENGTH = 100
 MAX_BATCH_COUNT = 1000
 MAX_EXPORT_IDS = 1000
 MAX_BATCH_NUMBER = 10**15
+MAX_BATCH_CONTENT_BYTES = 256 * 1024
+BATCH_CHUNK = 50
 NUMBER_PLACEHOLDER = "{n}"
-EXPORT_PAGE = 100
+_ETAG = re.compile(r'W/"(?P<version>[0-9]{1,10})-(?P<tag>[0-9a-f]{8})"')
+EXPORT_PAGE = 10
 
 UPDATABLE_PATHS = frozenset(
     {
@@ -95,23 +100,31 @@ def parse_id(value: str, *, field: str = "id") -> uuid.UUID:
         raise errors.InvalidArgument.field(field, "must be a UUID") from None
 
 
+def _code_tag(code_id: uuid.UUID) -> str:
+    """A short digest of a code's id, so that an etag names its code."""
+    return hashlib.sha256(code_id.bytes).hexdigest()[:8]
+
+
 def etag(record: QrCodeRecord) -> str:
     """The etag of a stored version of a code."""
-    return f'W/"{record.version}"'
+    return f'W/"{record.version}-{_code_tag(record.id)}"'
 
 
-def parse_etag(value: str, *, field: str) -> int:
-    """The version an etag names.
+def parse_etag(value: str, *, field: str, code_id: uuid.UUID) -> int:
+    """The version an etag of ``code_id`` names.
 
     Raises:
         errors.InvalidArgument: not an etag qrsys issued.
+        errors.EtagMismatch: an etag of another code.
     """
-    core = value.removeprefix("W/").strip('"')
-    if not core.isdigit() or len(core) > 10:
+    match = _ETAG.fullmatch(value)
+    if match is None:
         raise errors.InvalidArgument.field(
             field, "is not an etag returned by qrsys; send it back unchanged"
         )
-    return int(core)
+    if match["tag"] != _code_tag(code_id):
+        raise errors.EtagMismatch("the etag belongs to another QR code")
+    return int(match["version"])
 
 
 def check_title(title: str, *, field: str) -> str:
@@ -358,7 +371,15 @@ class QrCodes:
                 "first_number", f"numbers must stay within ±{MAX_BATCH_NUMBER}"
             )
 
-        def define_all() -> list[Definition]:
+        if request_id:
+            async with self._db.read() as conn:
+                earlier = await QrCodeRepository(conn).replay(
+                    owner_id, "batch_create", request_id
+                )
+            if earlier is not None:
+                return earlier
+
+        def define_numbers(numbers: range) -> list[Definition]:
             return [
                 define(
                     template.title.replace(NUMBER_PLACEHOLDER, str(number)),
@@ -366,10 +387,26 @@ class QrCodes:
                     template.style,
                     prefix="template.",
                 )
-                for number in range(first_number, last + 1)
+                for number in numbers
             ]
 
-        definitions = await self._blocking.run(define_all)
+        # The first code tells what the batch will cost; the rest are built a
+        # chunk at a time, so a cancelled call stops after the current chunk.
+        definitions = await self._blocking.run(
+            define_numbers, range(first_number, first_number + 1)
+        )
+        size = len(definitions[0].symbol.encoded_text.encode())
+        if size * count > MAX_BATCH_CONTENT_BYTES:
+            raise errors.InvalidArgument.field(
+                "count",
+                f"{count} codes of about {size} bytes each exceed the "
+                f"{MAX_BATCH_CONTENT_BYTES} bytes of content one batch may hold; "
+                f"send at most {max(1, MAX_BATCH_CONTENT_BYTES // size)} per batch",
+            )
+        for start in range(first_number + 1, last + 1, BATCH_CHUNK):
+            definitions += await self._blocking.run(
+                define_numbers, range(start, min(start + BATCH_CHUNK, last + 1))
+            )
         async with self._db.transaction() as conn:
             records, replayed = await QrCodeRepository(conn).create_many(
                 owner_id,
@@ -447,7 +484,11 @@ class QrCodes:
             errors.EtagMismatch: the code changed since the etag was read.
         """
         code_id = parse_id(patch.id, field="qr_code.id")
-        expected = parse_etag(patch.etag, field="qr_code.etag") if patch.etag else None
+        expected = (
+            parse_etag(patch.etag, field="qr_code.etag", code_id=code_id)
+            if patch.etag
+            else None
+        )
         async with self._db.read() as conn:
             record = await QrCodeRepository(conn).get(owner_id, code_id)
         if expected is not None and expected != record.version:
@@ -470,7 +511,9 @@ class QrCodes:
             errors.EtagMismatch: the etag is stale.
         """
         parsed = parse_id(code_id)
-        version = parse_etag(etag_value, field="etag") if etag_value else None
+        version = (
+            parse_etag(etag_value, field="etag", code_id=parsed) if etag_value else None
+        )
         async with self._db.transaction() as conn:
             await QrCodeRepository(conn).delete(owner_id, parsed, version=version)
         logger.info("deleted QR code %s", parsed)

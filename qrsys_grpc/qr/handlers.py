@@ -7,6 +7,7 @@ from typing import Any
 
 import grpc
 
+from qrsys_grpc.auth.accounts import Accounts
 from qrsys_grpc.auth.caller import require_caller
 from qrsys_grpc.auth.handlers import timestamp
 from qrsys_grpc.qr import codes
@@ -40,8 +41,9 @@ def code_message(record: QrCodeRecord) -> qr_code_pb2.QrCode:
 class QrCodeServicer(qr_code_pb2_grpc.QrCodeServiceServicer):
     """Serves qrsys.v1.QrCodeService."""
 
-    def __init__(self, qr_codes: QrCodes) -> None:
+    def __init__(self, qr_codes: QrCodes, accounts: Accounts) -> None:
         self._codes = qr_codes
+        self._accounts = accounts
 
     async def CreateQrCode(
         self,
@@ -150,9 +152,12 @@ class QrCodeServicer(qr_code_pb2_grpc.QrCodeServiceServicer):
         options = codes.render_options(
             request.format, request.scale, _optional(request, "border")
         )
+        caller = require_caller()
         async for record, rendered in self._codes.export(
-            require_caller().user_id, list(request.ids), options
+            caller.user_id, list(request.ids), options
         ):
+            # A long export stops as soon as its session ends.
+            await self._accounts.ensure_live(caller)
             yield qr_code_pb2.ExportQrCodesResponse(
                 id=str(record.id),
                 title=record.title,

@@ -43,6 +43,7 @@ MAX_SCALE = 50
 DEFAULT_SCALE = 10
 MIN_BORDER = 0
 MAX_BORDER = 32
+MAX_PNG_SIDE = 4096
 # None lets segno pick the recommended quiet zone: 4 modules, 2 for Micro QR.
 DEFAULT_BORDER: int | None = None
 DEFAULT_ERROR_CORRECTION = "M"
@@ -328,6 +329,21 @@ def _check_scale(scale: int) -> None:
         )
 
 
+def _check_png_side(symbol: Symbol, scale: int, border: int | None) -> None:
+    """Refuse a PNG wider than MAX_PNG_SIDE pixels: raster work and memory
+    grow with the square of the side."""
+    quiet = border if border is not None else (2 if symbol.is_micro else 4)
+    modules = symbol.size + 2 * quiet
+    side = modules * scale
+    if side > MAX_PNG_SIDE:
+        raise InvalidArgument.field(
+            "scale",
+            f"would make a PNG {side} pixels wide; the most is {MAX_PNG_SIDE}, "
+            f"so at most scale {max(1, MAX_PNG_SIDE // modules)} for this code "
+            "(SVG, PDF and EPS have no such limit)",
+        )
+
+
 def _check_border(border: int | None) -> None:
     if border is not None and (
         isinstance(border, bool) or not MIN_BORDER <= border <= MAX_BORDER
@@ -370,13 +386,15 @@ def render(
     no timestamp: the same input always gives the same bytes.
 
     Raises:
-        InvalidArgument: on field "scale" outside 1..50 or field "border"
-            outside 0..32.
+        InvalidArgument: on field "scale" outside 1..50, or making a PNG
+            wider than MAX_PNG_SIDE pixels; on field "border" outside 0..32.
     """
     _check_scale(scale)
     if border is None:
         border = style.border
     _check_border(border)
+    if fmt is ImageFormat.PNG:
+        _check_png_side(symbol, scale, border)
     qr = symbol.qr
     if fmt is ImageFormat.TXT:
         text_out = io.StringIO()

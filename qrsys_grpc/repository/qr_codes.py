@@ -137,6 +137,16 @@ class QrCodeRepository:
     async def _replay(
         self, owner_id: uuid.UUID, operation: str, request_id: str
     ) -> list[QrCodeRecord]:
+        records = await self.replay(owner_id, operation, request_id)
+        if records is None:
+            raise RuntimeError("the idempotency key vanished inside its transaction")
+        return records
+
+    async def replay(
+        self, owner_id: uuid.UUID, operation: str, request_id: str
+    ) -> list[QrCodeRecord] | None:
+        """The codes an earlier call with this key created and that still
+        exist, or ``None`` when no call used the key."""
         ids = (
             await self._conn.execute(
                 sa.select(idempotency_keys.c.qr_code_ids).where(
@@ -145,7 +155,9 @@ class QrCodeRepository:
                     idempotency_keys.c.request_id == request_id,
                 )
             )
-        ).scalar_one()
+        ).scalar_one_or_none()
+        if ids is None:
+            return None
         found = await self.get_many(owner_id, ids)
         return [found[code_id] for code_id in ids if code_id in found]
 

@@ -76,13 +76,20 @@ class UserRepository:
         ).one_or_none()
         return None if row is None else _record(row)
 
-    async def set_password_hash(self, user_id: uuid.UUID, password_hash: str) -> None:
-        """Replace the stored password hash."""
-        await self._conn.execute(
+    async def set_password_hash(
+        self, user_id: uuid.UUID, password_hash: str, *, replacing: str
+    ) -> bool:
+        """Replace the stored hash if it is still ``replacing``.
+
+        Returns ``False`` when another call changed the password meanwhile.
+        """
+        result = await self._conn.execute(
             sa.update(users)
-            .where(users.c.id == user_id)
+            .where(users.c.id == user_id, users.c.password_hash == replacing)
             .values(password_hash=password_hash, update_time=sa.func.now())
+            .returning(users.c.id)
         )
+        return result.first() is not None
 
     async def delete(self, user_id: uuid.UUID) -> None:
         """Remove the account; its sessions and codes go with it."""

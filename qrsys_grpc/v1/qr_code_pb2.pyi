@@ -435,8 +435,8 @@ class QrStyle(_message.Message):
     micro: _builtins.bool
     """Whether to use a Micro QR symbol when the content fits one."""
     dark_color: _builtins.str
-    """The colour of dark modules: `#rgb`, `#rrggbb` or `#rrggbbaa`; default
-    `#000000`.
+    """The colour of dark modules: `#rgb`, `#rgba`, `#rrggbb` or `#rrggbbaa`;
+    default `#000000`.
     """
     light_color: _builtins.str
     """The colour of light modules, in the same forms; default `#ffffff`."""
@@ -479,14 +479,15 @@ class QrCode(_message.Message):
     id: _builtins.str
     """The code's id, a UUID. Output only."""
     title: _builtins.str
-    """A name for the code, 1 to 200 characters."""
+    """A name for the code, 1 to 200 characters, no control characters."""
     encoded_text: _builtins.str
     """The exact text in the symbol. Output only."""
     symbol_version: _builtins.str
     """The symbol version, e.g. `7` or `M3`. Output only."""
     etag: _builtins.str
-    """A tag that changes on every change of the code; send it back on update
-    or delete to make sure nothing changed in between.
+    """A tag that changes on every change of the code and names this code;
+    send it back on update or delete to make sure nothing changed in
+    between.
     """
     @_builtins.property
     def content(self) -> Global___QrContent:

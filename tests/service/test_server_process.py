@@ -57,7 +57,7 @@ def test_invalid_configuration_exits_2_naming_the_variable(tmp_path: Path) -> No
         SERVER, env=env, capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 2
-    assert "jwt_secret" in result.stderr
+    assert "QRSYS_JWT_SECRET: " in result.stderr
 
 
 def test_refuses_a_schema_behind_head(
