@@ -41,8 +41,9 @@ format: $(STAMP) ## Format the code with ruff
 	$(BIN)/ruff check --fix qrsys_grpc tests migrations docs
 	$(BIN)/ruff format qrsys_grpc tests migrations docs
 
-# protoc writes `from qrsys.v1 import x_pb2` into the gRPC stubs; the stubs
-# live in qrsys_grpc.v1, so that one import line is rewritten to match.
+# protoc names the generated modules qrsys.v1.x_pb2 (in the gRPC stubs'
+# imports and in the messages' __module__, which pickling needs); the stubs
+# live in qrsys_grpc.v1, so those names are rewritten to match.
 proto: $(STAMP) ## Regenerate the Python stubs in qrsys_grpc/v1 from protos/
 	rm -rf $(STUBS) .proto-out && mkdir -p .proto-out $(STUBS)
 	$(BIN)/python -m grpc_tools.protoc -I protos \
@@ -52,7 +53,9 @@ proto: $(STAMP) ## Regenerate the Python stubs in qrsys_grpc/v1 from protos/
 		--mypy_out=.proto-out --mypy_grpc_out=.proto-out \
 		$(PROTOS)
 	cp .proto-out/qrsys/v1/* $(STUBS)/
-	sed -i 's/^from qrsys\.v1 import/from qrsys_grpc.v1 import/' $(STUBS)/*.py $(STUBS)/*.pyi
+	sed -i -e 's/^from qrsys\.v1 import/from qrsys_grpc.v1 import/' \
+		-e "s/(DESCRIPTOR, 'qrsys\.v1\./(DESCRIPTOR, 'qrsys_grpc.v1./" \
+		$(STUBS)/*.py $(STUBS)/*.pyi
 	printf '"""Stubs generated from protos/qrsys/v1 by `make proto`."""\n' > $(STUBS)/__init__.py
 	rm -rf .proto-out
 

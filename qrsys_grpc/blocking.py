@@ -1,39 +1,84 @@
-"""The one thread pool for blocking work (password hashing, rendering).
+"""The pools for blocking work, owned by the server: threads and processes.
 
-Work submitted here never runs on the event loop, and at most ``limit`` jobs
-run or wait for a thread at once per kind of work, so a flood of logins cannot
-queue unbounded memory or starve other RPCs.
+Password hashing (argon2 releases the GIL) runs in threads. Drawing QR
+symbols with segno is pure Python and would hold the GIL, stalling the event
+loop and every other call, so it runs in worker processes. At most four jobs
+per worker run or wait at once in each pool, so a flood of logins or renders
+cannot queue unbounded memory.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import multiprocessing
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 
-class BlockingRunner:
-    """Runs blocking callables in a bounded thread pool owned by the server."""
+def _ready() -> bool:
+    """A job that only proves a worker process has started."""
+    return True
 
-    def __init__(self, threads: int) -> None:
-        self._executor = ThreadPoolExecutor(
-            max_workers=threads, thread_name_prefix="qrsys-blocking"
+
+class _Pool:
+    def __init__(self, executor: Executor, workers: int) -> None:
+        self.executor = executor
+        self.slots = asyncio.Semaphore(workers * 4)
+
+    async def run(self, call: Callable[[], T]) -> T:
+        async with self.slots:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self.executor, call)
+
+
+class BlockingRunner:
+    """Runs blocking callables off the event loop, in bounded pools."""
+
+    def __init__(self, threads: int, processes: int = 0) -> None:
+        self._threads = _Pool(
+            ThreadPoolExecutor(
+                max_workers=threads, thread_name_prefix="qrsys-blocking"
+            ),
+            threads,
         )
-        self._slots = asyncio.Semaphore(threads * 4)
+        self._processes: _Pool | None = None
+        if processes > 0:
+            self._processes = _Pool(
+                ProcessPoolExecutor(
+                    max_workers=processes,
+                    mp_context=multiprocessing.get_context("spawn"),
+                ),
+                processes,
+            )
+        self._process_count = processes
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run ``fn(*args, **kwargs)`` in the pool and await its result."""
-        async with self._slots:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(
-                self._executor, functools.partial(fn, *args, **kwargs)
+        """Run ``fn(*args, **kwargs)`` in a thread and await its result."""
+        return await self._threads.run(functools.partial(fn, *args, **kwargs))
+
+    async def run_cpu(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``fn(*args, **kwargs)`` in a worker process (in a thread when
+        the runner has none). ``fn``, its arguments and its result or error
+        must pickle."""
+        call = functools.partial(fn, *args, **kwargs)
+        if self._processes is None:
+            return await self._threads.run(call)
+        return await self._processes.run(call)
+
+    async def start(self) -> None:
+        """Start every worker process now rather than on the first call."""
+        if self._processes is not None:
+            await asyncio.gather(
+                *(self._processes.run(_ready) for _ in range(self._process_count))
             )
 
     def close(self) -> None:
         """Stop accepting work and wait for running jobs."""
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        self._threads.executor.shutdown(wait=True, cancel_futures=True)
+        if self._processes is not None:
+            self._processes.executor.shutdown(wait=True, cancel_futures=True)

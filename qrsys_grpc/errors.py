@@ -55,6 +55,10 @@ class InvalidArgument(QrsysError):
         """Build the error for a single bad field."""
         return cls([FieldViolation(field, description)], reason=reason)
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Rebuilt from its violations when it crosses a process boundary.
+        return (type(self), (self.violations,), self.__dict__.copy())
+
     def prefixed(self, prefix: str) -> InvalidArgument:
         """Return the same error with every field path under ``prefix``."""
         moved = [

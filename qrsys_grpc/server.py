@@ -237,7 +237,7 @@ async def start_server(
         await database.close()
         raise StartupError(f"cannot reach the database: {exc}") from exc
 
-    blocking = BlockingRunner(settings.blocking_threads)
+    blocking = BlockingRunner(settings.blocking_threads, settings.render_processes)
     cache = RenderCache(settings.render_cache_bytes)
     accounts = Accounts(
         database,
@@ -311,6 +311,7 @@ async def start_server(
                 f"cannot serve metrics on {address}: {exc} (set QRSYS_METRICS_ADDRESS)"
             ) from exc
 
+    await blocking.start()
     await server.start()
     # The schema check just reached the database: start out SERVING.
     for name in (LIVENESS_SERVICE, "", *SERVICE_NAMES):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -38,6 +39,9 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=10, ge=1, le=200)
     db_statement_timeout_seconds: float = Field(default=10.0, gt=0)
     blocking_threads: int = Field(default=4, ge=1, le=64)
+    render_processes: int = Field(
+        default_factory=lambda: min(4, os.cpu_count() or 1), ge=0, le=64
+    )
     render_cache_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
     grace_period_seconds: float = Field(default=10.0, ge=0)
     max_message_bytes: int = Field(default=8 * 1024 * 1024, ge=64 * 1024)

@@ -245,6 +245,23 @@ def define(
     return Definition(title, kind, content, style, symbol)
 
 
+def define_numbered(template: qr_code_pb2.QrCode, numbers: range) -> list[Definition]:
+    """The definitions of a batch's numbered codes. Blocking (segno).
+
+    Raises:
+        errors.InvalidArgument: with field paths under ``template.``.
+    """
+    return [
+        define(
+            template.title.replace(NUMBER_PLACEHOLDER, str(number)),
+            numbered(template.content, number),
+            template.style,
+            prefix="template.",
+        )
+        for number in numbers
+    ]
+
+
 def stored_content(record: QrCodeRecord) -> qr_code_pb2.QrContent:
     """The protobuf form of a stored code's content."""
     return json_format.ParseDict(record.content, qr_code_pb2.QrContent())
@@ -328,7 +345,7 @@ class QrCodes:
             errors.InvalidArgument: the definition is malformed.
         """
         check_request_id(request_id)
-        definition = await self._blocking.run(
+        definition = await self._blocking.run_cpu(
             define, code.title, code.content, code.style, prefix="qr_code."
         )
         async with self._db.transaction() as conn:
@@ -379,21 +396,10 @@ class QrCodes:
             if earlier is not None:
                 return earlier
 
-        def define_numbers(numbers: range) -> list[Definition]:
-            return [
-                define(
-                    template.title.replace(NUMBER_PLACEHOLDER, str(number)),
-                    numbered(template.content, number),
-                    template.style,
-                    prefix="template.",
-                )
-                for number in numbers
-            ]
-
         # The first code tells what the batch will cost; the rest are built a
         # chunk at a time, so a cancelled call stops after the current chunk.
-        definitions = await self._blocking.run(
-            define_numbers, range(first_number, first_number + 1)
+        definitions = await self._blocking.run_cpu(
+            define_numbered, template, range(first_number, first_number + 1)
         )
         size = len(definitions[0].symbol.encoded_text.encode())
         if size * count > MAX_BATCH_CONTENT_BYTES:
@@ -404,8 +410,10 @@ class QrCodes:
                 f"send at most {max(1, MAX_BATCH_CONTENT_BYTES // size)} per batch",
             )
         for start in range(first_number + 1, last + 1, BATCH_CHUNK):
-            definitions += await self._blocking.run(
-                define_numbers, range(start, min(start + BATCH_CHUNK, last + 1))
+            definitions += await self._blocking.run_cpu(
+                define_numbered,
+                template,
+                range(start, min(start + BATCH_CHUNK, last + 1)),
             )
         async with self._db.transaction() as conn:
             records, replayed = await QrCodeRepository(conn).create_many(
@@ -494,7 +502,7 @@ class QrCodes:
         if expected is not None and expected != record.version:
             raise errors.EtagMismatch("the QR code changed; fetch it and try again")
         title, content, style = merge(record, patch, paths)
-        definition = await self._blocking.run(
+        definition = await self._blocking.run_cpu(
             define, title, content, style, prefix="qr_code."
         )
         async with self._db.transaction() as conn:
@@ -529,7 +537,8 @@ class QrCodes:
         key = (text, parsed_style, options.fmt, options.scale, options.border)
         cached = self._cache.lookup(*key)
         if cached is None:
-            cached = await self._blocking.run(self._cache.render_cached, *key)
+            cached = await self._blocking.run_cpu(render.draw, *key)
+            self._cache.store(*key, symbol=cached[0], data=cached[1])
         symbol, data = cached
         return Rendered(options.fmt.content_type, data, symbol.encoded_text)
 
@@ -558,7 +567,7 @@ class QrCodes:
         Raises:
             errors.InvalidArgument: the definition is malformed.
         """
-        definition = await self._blocking.run(
+        definition = await self._blocking.run_cpu(
             define, "preview", content, style, prefix=""
         )
         return await self._draw(

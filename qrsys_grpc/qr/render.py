@@ -422,6 +422,19 @@ def render(
     return data
 
 
+def draw(
+    text: str, style: Style, fmt: ImageFormat, scale: int, border: int | None
+) -> tuple[Symbol, bytes]:
+    """Build the symbol for ``text`` and render it: what a cache miss costs.
+
+    Raises:
+        InvalidArgument: on a bad scale or border (see ``render``).
+        ContentTooLong: when ``text`` fits no symbol (see ``make_symbol``).
+    """
+    symbol = make_symbol(text, style)
+    return symbol, render(symbol, style, fmt, scale=scale, border=border)
+
+
 @dataclass(frozen=True)
 class _Entry:
     """A cached render; its length is the memory it is charged for."""
@@ -500,7 +513,7 @@ class RenderCache:
         scale: int = DEFAULT_SCALE,
         border: int | None = None,
     ) -> tuple[Symbol, bytes] | None:
-        """The cached symbol and image, counted as a hit, or ``None``.
+        """The cached symbol and image, or ``None``; counted as a hit or miss.
 
         Cheap enough for the event loop: it only takes the lock and reads.
         """
@@ -508,6 +521,7 @@ class RenderCache:
         with self._lock:
             entry = self._cache.get(key)
             if entry is None:
+                self._misses += 1
                 return None
             self._hits += 1
             return entry.symbol, entry.data
@@ -531,17 +545,26 @@ class RenderCache:
         """
         _check_scale(scale)
         _check_border(border)
-        key: _Key = (text, style, fmt, scale, border)
-        with self._lock:
-            entry = self._cache.get(key)
-            if entry is not None:
-                self._hits += 1
-                return entry.symbol, entry.data
-            self._misses += 1
-        symbol = make_symbol(text, style)
-        data = render(symbol, style, fmt, scale=scale, border=border)
+        cached = self.lookup(text, style, fmt, scale, border)
+        if cached is not None:
+            return cached
+        symbol, data = draw(text, style, fmt, scale, border)
+        self.store(text, style, fmt, scale, border, symbol=symbol, data=data)
+        return symbol, data
+
+    def store(
+        self,
+        text: str,
+        style: Style,
+        fmt: ImageFormat,
+        scale: int,
+        border: int | None,
+        *,
+        symbol: Symbol,
+        data: bytes,
+    ) -> None:
+        """Keep an image drawn elsewhere (by ``draw``) for later lookups."""
         entry = _Entry(symbol, data)
         if len(entry) <= self._cache.maxsize:
             with self._lock:
-                self._cache[key] = entry
-        return symbol, data
+                self._cache[(text, style, fmt, scale, border)] = entry

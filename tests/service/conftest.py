@@ -29,6 +29,7 @@ def server_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         jwt_secret=secrets.token_urlsafe(48),
         migrations_dir=MIGRATIONS,
         grace_period_seconds=1,
+        render_processes=1,
         # Every test calls from 127.0.0.1, so the per-address allowance is
         # raised here and tested on a server of its own; replayed refresh
         # tokens are tested without the grace window, which has its own test.

@@ -691,7 +691,7 @@ class TestRenderCache:
         symbol, data = cache.render_cached("a", style, ImageFormat.PNG)
         assert cache.lookup("a", style, ImageFormat.PNG) == (symbol, data)
         assert cache.lookup("a", style, ImageFormat.SVG) is None
-        assert (cache.hits, cache.misses) == (1, 1)
+        assert (cache.hits, cache.misses) == (1, 3)
 
     def test_counts_hits_and_misses(self) -> None:
         cache = RenderCache()
