@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+from cachetools import LRUCache
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
@@ -36,6 +37,7 @@ logger = logging.getLogger(__name__)
 ACCESS_TOKEN_TYPE = "access"  # noqa: S105 - a claim value, not a secret
 REFRESH_TOKEN_BYTES = 32
 KEY_FILE_NAME = "jwt-signing-key"
+VERIFIED_TOKEN_CACHE_SIZE = 10_000
 
 
 HS256_SUFFIX = ".hs256"
@@ -189,6 +191,9 @@ class TokenIssuer:
             raise UnusableKey(f"key {signing_key.kid} can only verify, not sign")
         self._signing_key = signing_key
         self._keys = {key.kid: key for key in (*verify_keys, signing_key)}
+        self._verified: LRUCache[str, AccessClaims] = LRUCache(
+            maxsize=VERIFIED_TOKEN_CACHE_SIZE
+        )
         self._issuer = issuer
         self._audience = audience
         self.access_ttl = access_ttl
@@ -224,9 +229,25 @@ class TokenIssuer:
     def verify_access(self, token: str) -> AccessClaims:
         """Check an access token's signature, type and claims.
 
+        A token verified before is not verified again until it expires: its
+        signature and claims cannot change. (Whether its session is still
+        live is checked on every call elsewhere.)
+
         Raises:
             errors.Unauthenticated: anything about the token is wrong.
         """
+        claims = self._verified.get(token)
+        if claims is None:
+            claims = self._verify(token)
+            self._verified[token] = claims
+        if claims.expire_time <= datetime.now(UTC):
+            self._verified.pop(token, None)
+            raise errors.Unauthenticated(
+                "the access token has expired", reason="TOKEN_EXPIRED"
+            )
+        return claims
+
+    def _verify(self, token: str) -> AccessClaims:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:

@@ -63,6 +63,12 @@ class ListQuery:
 
 ORDER_FIELDS = ("create_time", "update_time", "title")
 
+# The hottest read (GetQrCode, RenderQrCode): built once, not per call.
+_GET_ONE = sa.select(qr_codes).where(
+    qr_codes.c.id == sa.bindparam("code_id"),
+    qr_codes.c.owner_id == sa.bindparam("owner_id"),
+)
+
 
 def _record(row: sa.Row[Any]) -> QrCodeRecord:
     return QrCodeRecord(**row._mapping)
@@ -167,13 +173,10 @@ class QrCodeRepository:
         Raises:
             errors.NotFound: no such code for this owner.
         """
-        row = (
-            await self._conn.execute(
-                sa.select(qr_codes).where(
-                    qr_codes.c.id == code_id, qr_codes.c.owner_id == owner_id
-                )
-            )
-        ).one_or_none()
+        result = await self._conn.execute(
+            _GET_ONE, {"code_id": code_id, "owner_id": owner_id}
+        )
+        row = result.one_or_none()
         if row is None:
             raise errors.NotFound("QR code not found", reason="QR_CODE_NOT_FOUND")
         return _record(row)

@@ -17,6 +17,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from qrsys_grpc.repository.tables import sessions, used_refresh_tokens
 
+# Asked on every authenticated call: built once, not per call.
+_IS_ACTIVE = sa.select(sa.literal(1)).where(
+    sessions.c.id == sa.bindparam("session_id"),
+    sessions.c.user_id == sa.bindparam("user_id"),
+    sessions.c.revoke_time.is_(None),
+    sessions.c.expire_time > sa.func.now(),
+)
+
 
 @dataclass(frozen=True)
 class SessionRecord:
@@ -140,13 +148,10 @@ class SessionRepository:
 
     async def is_active(self, session_id: uuid.UUID, user_id: uuid.UUID) -> bool:
         """Whether the session exists for this user and has not ended."""
-        statement = sa.select(sa.literal(1)).where(
-            sessions.c.id == session_id,
-            sessions.c.user_id == user_id,
-            sessions.c.revoke_time.is_(None),
-            sessions.c.expire_time > sa.func.now(),
+        result = await self._conn.execute(
+            _IS_ACTIVE, {"session_id": session_id, "user_id": user_id}
         )
-        return (await self._conn.execute(statement)).first() is not None
+        return result.first() is not None
 
     async def revoke(self, session_id: uuid.UUID) -> bool:
         """End one session; ``False`` when it had ended already."""
