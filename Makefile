@@ -10,7 +10,7 @@ STUBS  := qrsys_grpc/v1
 .DEFAULT_GOAL := help
 BUF_AGAINST ?= .git\#branch=main,subdir=protos
 
-.PHONY: help install run migrate test lint format proto proto-check proto-lint proto-breaking docs clean
+.PHONY: help install run migrate test bench lint format proto proto-check proto-lint proto-breaking docs clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -32,14 +32,17 @@ migrate: $(STAMP) ## Upgrade the database QRSYS_DATABASE_URL names to the newest
 test: $(STAMP) ## Run the tests against QRSYS_TEST_DATABASE_URL or an embedded PostgreSQL
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+bench: $(STAMP) ## Benchmark against a bare gRPC server (about 7 minutes; BENCH_ARGS=--help)
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
 lint: $(STAMP) proto-lint ## ruff, mypy strict and buf lint
-	$(BIN)/ruff check qrsys_grpc tests migrations docs
-	$(BIN)/ruff format --check qrsys_grpc tests migrations docs
+	$(BIN)/ruff check qrsys_grpc tests migrations docs bench
+	$(BIN)/ruff format --check qrsys_grpc tests migrations docs bench
 	$(BIN)/mypy
 
 format: $(STAMP) ## Format the code with ruff
-	$(BIN)/ruff check --fix qrsys_grpc tests migrations docs
-	$(BIN)/ruff format qrsys_grpc tests migrations docs
+	$(BIN)/ruff check --fix qrsys_grpc tests migrations docs bench
+	$(BIN)/ruff format qrsys_grpc tests migrations docs bench
 
 # protoc names the generated modules qrsys.v1.x_pb2 (in the gRPC stubs'
 # imports and in the messages' __module__, which pickling needs); the stubs
