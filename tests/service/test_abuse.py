@@ -276,3 +276,35 @@ class TestRefreshGrace:
             )
         assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
         assert error_info(caught.value).reason == "SESSION_REVOKED"
+
+
+async def test_a_weaker_password_hash_is_upgraded_at_login(
+    auth: auth_pb2_grpc.AuthServiceStub, database_url: str
+) -> None:
+    import sqlalchemy as sa
+    from argon2 import PasswordHasher
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from qrsys_grpc.auth import passwords
+    from qrsys_grpc.repository.database import async_url
+
+    account = await register(auth)
+    weak = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1).hash(PASSWORD)
+    engine = create_async_engine(async_url(database_url))
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                sa.text("UPDATE users SET password_hash = :h WHERE email = :e"),
+                {"h": weak, "e": account.email},
+            )
+        await auth.Login(auth_pb2.LoginRequest(email=account.email, password=PASSWORD))
+        async with engine.connect() as conn:
+            stored = await conn.scalar(
+                sa.text("SELECT password_hash FROM users WHERE email = :e"),
+                {"e": account.email},
+            )
+    finally:
+        await engine.dispose()
+    assert stored != weak
+    assert not passwords.needs_rehash(stored)
+    assert passwords.verify_password(stored, PASSWORD)
