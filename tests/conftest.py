@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -26,17 +27,20 @@ MIGRATIONS = REPO / "migrations"
 
 
 @pytest.fixture(scope="session")
-def postgres_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def postgres_server_url() -> Iterator[str]:
     """A URL of a PostgreSQL server we may create databases on."""
     configured = os.environ.get("QRSYS_TEST_DATABASE_URL")
     if configured:
         yield configured
         return
-    embedded = EmbeddedPostgres(tmp_path_factory.mktemp("embedded"))
-    try:
-        yield embedded.start()
-    finally:
-        embedded.stop()
+    # Not under pytest's temporary directories: another pytest session on
+    # the machine may prune those while this one's cluster still runs.
+    with tempfile.TemporaryDirectory(prefix="qrsys-test-pg-") as directory:
+        embedded = EmbeddedPostgres(Path(directory))
+        try:
+            yield embedded.start()
+        finally:
+            embedded.stop()
 
 
 async def _admin(url: str, statement: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import tempfile
 from pathlib import Path
 
 import grpc
@@ -36,7 +37,8 @@ async def wait_for_health(
 async def test_database_outage_under_load(
     tmp_path: Path, server_settings: Settings
 ) -> None:
-    embedded = EmbeddedPostgres(tmp_path / "pg")
+    directory = tempfile.TemporaryDirectory(prefix="qrsys-fault-pg-")
+    embedded = EmbeddedPostgres(Path(directory.name))
     url = embedded.start()
     try:
         await asyncio.to_thread(migrate.upgrade, url, MIGRATIONS)
@@ -50,6 +52,7 @@ async def test_database_outage_under_load(
             await running.stop(0)
     finally:
         embedded.stop()
+        directory.cleanup()
 
 
 async def _outage(port: int, embedded: EmbeddedPostgres) -> None:
