@@ -263,13 +263,18 @@ def define_numbered(template: qr_code_pb2.QrCode, numbers: range) -> list[Defini
 
 
 def stored_content(record: QrCodeRecord) -> qr_code_pb2.QrContent:
-    """The protobuf form of a stored code's content."""
-    return json_format.ParseDict(record.content, qr_code_pb2.QrContent())
+    """The protobuf form of a stored code's content.
+
+    The stored dict is ``MessageToDict`` output with proto field names, which
+    the message constructor takes directly, at a fraction of ``ParseDict``'s
+    cost on this hot path.
+    """
+    return qr_code_pb2.QrContent(**record.content)
 
 
 def stored_style(record: QrCodeRecord) -> qr_code_pb2.QrStyle:
-    """The protobuf form of a stored code's style."""
-    return json_format.ParseDict(record.style, qr_code_pb2.QrStyle())
+    """The protobuf form of a stored code's style (see ``stored_content``)."""
+    return qr_code_pb2.QrStyle(**record.style)
 
 
 def numbered(content: qr_code_pb2.QrContent, number: int) -> qr_code_pb2.QrContent:
