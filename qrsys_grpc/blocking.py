@@ -2,7 +2,8 @@
 
 Password hashing (argon2 releases the GIL) runs in threads. Drawing QR
 symbols with segno is pure Python and would hold the GIL, stalling the event
-loop and every other call, so it runs in worker processes. At most four jobs
+loop and every other call, so it runs in worker processes, at a lower CPU
+priority than the server so that they take what the event loop leaves. At most four jobs
 per worker run or wait at once in each pool, so a flood of logins or renders
 cannot queue unbounded memory.
 """
@@ -12,12 +13,22 @@ from __future__ import annotations
 import asyncio
 import functools
 import multiprocessing
+import os
 from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+
+WORKER_NICENESS = 5
+
+
+def _lower_priority() -> None:
+    """Let a worker process yield the CPU to the server's event loop."""
+    if hasattr(os, "nice"):
+        os.nice(WORKER_NICENESS)
 
 
 def _ready() -> bool:
@@ -52,6 +63,7 @@ class BlockingRunner:
                 ProcessPoolExecutor(
                     max_workers=processes,
                     mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_lower_priority,
                 ),
                 processes,
             )
