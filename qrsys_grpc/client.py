@@ -635,25 +635,107 @@ def _render_request(
     return request
 
 
+def _create_request(
+    title: str,
+    content: QrContent | None,
+    *,
+    kinds: dict[str, Any],
+    style: QrStyle | None,
+    dark_color: str | None,
+    light_color: str | None,
+    error_correction: str | int | None,
+    micro: bool | None,
+    border: int | None,
+    request_id: str,
+) -> qr_code_pb2.CreateQrCodeRequest:
+    look, _ = _style(
+        style,
+        dark_color=dark_color,
+        light_color=light_color,
+        error_correction=error_correction,
+        micro=micro,
+        border=border,
+    )
+    return qr_code_pb2.CreateQrCodeRequest(
+        qr_code=QrCode(title=title, content=_content(content, **kinds), style=look),
+        request_id=request_id,
+    )
+
+
+def _batch_request(
+    title_template: str,
+    content: QrContent | None,
+    *,
+    url_template: str | None,
+    text_template: str | None,
+    first: int,
+    count: int,
+    style: QrStyle | None,
+    dark_color: str | None,
+    light_color: str | None,
+    error_correction: str | int | None,
+    micro: bool | None,
+    border: int | None,
+    request_id: str,
+) -> qr_code_pb2.BatchCreateQrCodesRequest:
+    look, _ = _style(
+        style,
+        dark_color=dark_color,
+        light_color=light_color,
+        error_correction=error_correction,
+        micro=micro,
+        border=border,
+    )
+    body = _content(content, url=url_template, text=text_template)
+    return qr_code_pb2.BatchCreateQrCodesRequest(
+        template=QrCode(title=title_template, content=body, style=look),
+        first_number=first,
+        count=count,
+        request_id=request_id,
+    )
+
+
 def _update_request(
     code_id: str,
     *,
     title: str | None,
     content: QrContent | None,
+    url: str | None,
+    text: str | None,
     style: QrStyle | None,
-    style_paths: list[str],
+    dark_color: str | None,
+    light_color: str | None,
+    error_correction: str | int | None,
+    micro: bool | None,
+    border: int | None,
     etag: str,
 ) -> qr_code_pb2.UpdateQrCodeRequest:
+    """The update, its mask following from the arguments given.
+
+    Raises:
+        ValueError: nothing to change, or more than one content.
+    """
+    body = _content(content, url=url, text=text, required=False)
+    look, style_paths = _style(
+        style,
+        dark_color=dark_color,
+        light_color=light_color,
+        error_correction=error_correction,
+        micro=micro,
+        border=border,
+    )
+    if style is not None:
+        style_paths = ["style"]
     code = QrCode(id=code_id, etag=etag)
     paths: list[str] = []
     if title is not None:
         code.title = title
         paths.append("title")
-    if content is not None:
-        code.content.CopyFrom(content)
+    if body is not None:
+        code.content.CopyFrom(body)
         paths.append("content")
-    if style is not None:
-        code.style.CopyFrom(style)
+    if style_paths:
+        code.style.CopyFrom(look)
         paths.extend(style_paths)
     if not paths:
         raise ValueError("nothing to change: give a title, a content or a style")
@@ -985,27 +1067,25 @@ class QrsysClient(_ClientState):
         Raises:
             ValueError: no content or more than one.
         """
-        body = _content(
+        request = _create_request(
+            title,
             content,
-            url=url,
-            text=text,
-            wifi=wifi,
-            contact=contact,
-            email=email,
-            sms=sms,
-            geo=geo,
-            epc=epc,
-        )
-        look, _ = _style(
-            style,
+            kinds={
+                "url": url,
+                "text": text,
+                "wifi": wifi,
+                "contact": contact,
+                "email": email,
+                "sms": sms,
+                "geo": geo,
+                "epc": epc,
+            },
+            style=style,
             dark_color=dark_color,
             light_color=light_color,
             error_correction=error_correction,
             micro=micro,
             border=border,
-        )
-        request = qr_code_pb2.CreateQrCodeRequest(
-            qr_code=QrCode(title=title, content=body, style=look),
             request_id=request_id,
         )
         return self._call(self._qr.CreateQrCode, request).qr_code
@@ -1033,19 +1113,19 @@ class QrsysClient(_ClientState):
         Raises:
             ValueError: no content or more than one.
         """
-        body = _content(content, url=url_template, text=text_template)
-        look, _ = _style(
-            style,
+        request = _batch_request(
+            title_template,
+            content,
+            url_template=url_template,
+            text_template=text_template,
+            first=first,
+            count=count,
+            style=style,
             dark_color=dark_color,
             light_color=light_color,
             error_correction=error_correction,
             micro=micro,
             border=border,
-        )
-        request = qr_code_pb2.BatchCreateQrCodesRequest(
-            template=QrCode(title=title_template, content=body, style=look),
-            first_number=first,
-            count=count,
             request_id=request_id,
         )
         return list(self._call(self._qr.BatchCreateQrCodes, request).qr_codes)
@@ -1109,23 +1189,18 @@ class QrsysClient(_ClientState):
         Raises:
             ValueError: nothing to change, or more than one content.
         """
-        body = _content(content, url=url, text=text, required=False)
-        look, style_paths = _style(
-            style,
+        request = _update_request(
+            code_id,
+            title=title,
+            content=content,
+            url=url,
+            text=text,
+            style=style,
             dark_color=dark_color,
             light_color=light_color,
             error_correction=error_correction,
             micro=micro,
             border=border,
-        )
-        if style is not None:
-            style_paths = ["style"]
-        request = _update_request(
-            code_id,
-            title=title,
-            content=body,
-            style=look if style_paths else None,
-            style_paths=style_paths,
             etag=etag,
         )
         return self._call(self._qr.UpdateQrCode, request).qr_code
@@ -1363,27 +1438,25 @@ class AsyncQrsysClient(_ClientState):
         request_id: str = "",
     ) -> QrCode:
         """Store a code; see ``QrsysClient.create_code``."""
-        body = _content(
+        request = _create_request(
+            title,
             content,
-            url=url,
-            text=text,
-            wifi=wifi,
-            contact=contact,
-            email=email,
-            sms=sms,
-            geo=geo,
-            epc=epc,
-        )
-        look, _ = _style(
-            style,
+            kinds={
+                "url": url,
+                "text": text,
+                "wifi": wifi,
+                "contact": contact,
+                "email": email,
+                "sms": sms,
+                "geo": geo,
+                "epc": epc,
+            },
+            style=style,
             dark_color=dark_color,
             light_color=light_color,
             error_correction=error_correction,
             micro=micro,
             border=border,
-        )
-        request = qr_code_pb2.CreateQrCodeRequest(
-            qr_code=QrCode(title=title, content=body, style=look),
             request_id=request_id,
         )
         return (await self._call(self._qr.CreateQrCode, request)).qr_code
@@ -1406,19 +1479,19 @@ class AsyncQrsysClient(_ClientState):
         request_id: str = "",
     ) -> list[QrCode]:
         """Store numbered codes; see ``QrsysClient.batch_create``."""
-        body = _content(content, url=url_template, text=text_template)
-        look, _ = _style(
-            style,
+        request = _batch_request(
+            title_template,
+            content,
+            url_template=url_template,
+            text_template=text_template,
+            first=first,
+            count=count,
+            style=style,
             dark_color=dark_color,
             light_color=light_color,
             error_correction=error_correction,
             micro=micro,
             border=border,
-        )
-        request = qr_code_pb2.BatchCreateQrCodesRequest(
-            template=QrCode(title=title_template, content=body, style=look),
-            first_number=first,
-            count=count,
             request_id=request_id,
         )
         return list((await self._call(self._qr.BatchCreateQrCodes, request)).qr_codes)
@@ -1478,23 +1551,18 @@ class AsyncQrsysClient(_ClientState):
         etag: str = "",
     ) -> QrCode:
         """Change the given fields; see ``QrsysClient.update_code``."""
-        body = _content(content, url=url, text=text, required=False)
-        look, style_paths = _style(
-            style,
+        request = _update_request(
+            code_id,
+            title=title,
+            content=content,
+            url=url,
+            text=text,
+            style=style,
             dark_color=dark_color,
             light_color=light_color,
             error_correction=error_correction,
             micro=micro,
             border=border,
-        )
-        if style is not None:
-            style_paths = ["style"]
-        request = _update_request(
-            code_id,
-            title=title,
-            content=body,
-            style=look if style_paths else None,
-            style_paths=style_paths,
             etag=etag,
         )
         return (await self._call(self._qr.UpdateQrCode, request)).qr_code
