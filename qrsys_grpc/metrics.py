@@ -55,14 +55,28 @@ class CacheStats:
     max_bytes: int
 
 
+@dataclass(frozen=True)
+class SessionStats:
+    """What the memory of live sessions reports."""
+
+    hits: int
+    misses: int
+    entries: int
+    listening: bool
+
+
 class _StatsCollector(Collector):
-    """Reads the pool and cache at scrape time."""
+    """Reads the pool and caches at scrape time."""
 
     def __init__(
-        self, pool: Callable[[], PoolStats], cache: Callable[[], CacheStats]
+        self,
+        pool: Callable[[], PoolStats],
+        cache: Callable[[], CacheStats],
+        sessions: Callable[[], SessionStats],
     ) -> None:
         self._pool = pool
         self._cache = cache
+        self._sessions = sessions
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         pool = self._pool()
@@ -94,6 +108,27 @@ class _StatsCollector(Collector):
             "qrsys_render_cache_max_bytes",
             "The render cache's bound in bytes.",
             cache.max_bytes,
+        )
+        sessions = self._sessions()
+        yield CounterMetricFamily(
+            "qrsys_session_cache_hits",
+            "Session checks answered from memory.",
+            sessions.hits,
+        )
+        yield CounterMetricFamily(
+            "qrsys_session_cache_misses",
+            "Session checks that asked the database.",
+            sessions.misses,
+        )
+        yield GaugeMetricFamily(
+            "qrsys_session_cache_entries",
+            "Live sessions held in memory.",
+            sessions.entries,
+        )
+        yield GaugeMetricFamily(
+            "qrsys_session_notices_listening",
+            "1 while ended-session notices arrive from PostgreSQL, else 0.",
+            1 if sessions.listening else 0,
         )
 
 
@@ -137,10 +172,13 @@ class Metrics:
         self._thread: threading.Thread | None = None
 
     def watch(
-        self, pool: Callable[[], PoolStats], cache: Callable[[], CacheStats]
+        self,
+        pool: Callable[[], PoolStats],
+        cache: Callable[[], CacheStats],
+        sessions: Callable[[], SessionStats],
     ) -> None:
-        """Report the pool and cache at every scrape."""
-        self.registry.register(_StatsCollector(pool, cache))
+        """Report the pool and caches at every scrape."""
+        self.registry.register(_StatsCollector(pool, cache, sessions))
 
     def serve(self, address: str) -> int:
         """Serve /metrics over HTTP on ``host:port``; return the bound port.

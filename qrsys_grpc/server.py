@@ -41,11 +41,12 @@ from qrsys_grpc.auth.tokens import (
 from qrsys_grpc.blocking import BlockingRunner
 from qrsys_grpc.embedded import EmbeddedPostgres
 from qrsys_grpc.interceptors import CallInterceptor
-from qrsys_grpc.metrics import CacheStats, Metrics
+from qrsys_grpc.metrics import CacheStats, Metrics, SessionStats
 from qrsys_grpc.qr.codes import QrCodes
 from qrsys_grpc.qr.handlers import QrCodeServicer
 from qrsys_grpc.qr.render import RenderCache
 from qrsys_grpc.repository.database import Database
+from qrsys_grpc.repository.live_sessions import LiveSessions
 from qrsys_grpc.settings import Settings
 from qrsys_grpc.tls import ReloadingCredentials
 from qrsys_grpc.tracing import tracing_interceptors
@@ -136,6 +137,7 @@ class RunningServer:
     metrics: Metrics
     metrics_port: int | None
     health_task: asyncio.Task[None]
+    live_sessions: LiveSessions
     tracer_provider: TracerProvider | None = None
 
     async def stop(self, grace: float) -> None:
@@ -143,6 +145,7 @@ class RunningServer:
         self.health_task.cancel()
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
+        await self.live_sessions.close()
         await self.database.close()
         self.blocking.close()
         self.metrics.close()
@@ -239,6 +242,11 @@ async def start_server(
 
     blocking = BlockingRunner(settings.blocking_threads, settings.render_processes)
     cache = RenderCache(settings.render_cache_bytes)
+    live_sessions = LiveSessions(
+        database,
+        max_entries=settings.session_cache_entries,
+        keepalive_seconds=settings.health_check_interval_seconds,
+    )
     accounts = Accounts(
         database,
         blocking,
@@ -249,6 +257,7 @@ async def start_server(
             max_delay=timedelta(seconds=settings.login_max_delay_seconds),
         ),
         refresh_reuse_grace=timedelta(seconds=settings.refresh_reuse_grace_seconds),
+        live_sessions=live_sessions,
     )
     qr_codes = QrCodes(database, blocking, cache)
     metrics = Metrics()
@@ -256,6 +265,12 @@ async def start_server(
         database.pool_stats,
         lambda: CacheStats(
             cache.hits, cache.misses, cache.current_bytes, cache.max_bytes
+        ),
+        lambda: SessionStats(
+            live_sessions.hits,
+            live_sessions.misses,
+            len(live_sessions),
+            live_sessions.listening,
         ),
     )
 
@@ -319,6 +334,7 @@ async def start_server(
     health_task = asyncio.create_task(
         follow_database(database, health, settings.health_check_interval_seconds)
     )
+    live_sessions.start()
     return RunningServer(
         server,
         port,
@@ -328,6 +344,7 @@ async def start_server(
         metrics,
         metrics_port,
         health_task,
+        live_sessions,
         tracer_provider,
     )
 

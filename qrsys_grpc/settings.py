@@ -43,6 +43,7 @@ class Settings(BaseSettings):
         default_factory=lambda: min(4, os.cpu_count() or 1), ge=0, le=64
     )
     render_cache_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
+    session_cache_entries: int = Field(default=50_000, ge=0)
     grace_period_seconds: float = Field(default=10.0, ge=0)
     max_message_bytes: int = Field(default=8 * 1024 * 1024, ge=64 * 1024)
 

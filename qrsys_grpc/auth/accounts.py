@@ -21,6 +21,7 @@ from qrsys_grpc.auth.throttle import ThrottlePolicy, account_key, address_key
 from qrsys_grpc.auth.tokens import TokenIssuer, new_refresh_token, refresh_token_digest
 from qrsys_grpc.blocking import BlockingRunner
 from qrsys_grpc.repository.database import Database
+from qrsys_grpc.repository.live_sessions import LiveSessions
 from qrsys_grpc.repository.login_failures import LoginFailureRepository
 from qrsys_grpc.repository.sessions import SessionRepository
 from qrsys_grpc.repository.users import UserRecord, UserRepository
@@ -96,8 +97,14 @@ class Accounts:
         tokens: TokenIssuer,
         throttle: ThrottlePolicy | None = None,
         refresh_reuse_grace: timedelta = timedelta(0),
+        live_sessions: LiveSessions | None = None,
     ) -> None:
         self._db = database
+        self._live = (
+            live_sessions
+            if live_sessions is not None
+            else LiveSessions(database, max_entries=0)
+        )
         self._blocking = blocking
         self._tokens = tokens
         self._throttle = throttle or ThrottlePolicy()
@@ -263,8 +270,11 @@ class Accounts:
                 expire_time=refresh_expires,
                 grace=self._refresh_grace,
             )
-            reused = session is None and await sessions.revoke_by_used_token(old_digest)
-        if reused:
+            reused = None
+            if session is None:
+                reused = await sessions.revoke_by_used_token(old_digest)
+        if reused is not None:
+            self._live.forget([reused])
             logger.warning("a rotated refresh token was replayed; session ended")
         if session is None:
             raise errors.Unauthenticated(
@@ -293,14 +303,16 @@ class Accounts:
         """End the caller's session."""
         async with self._db.transaction() as conn:
             await SessionRepository(conn).revoke(caller.session_id)
+        self._live.forget([caller.session_id])
         logger.info("user %s signed out", caller.user_id)
 
     async def logout_all(self, caller: Caller) -> int:
         """End every session of the caller; return how many were live."""
         async with self._db.transaction() as conn:
-            count = await SessionRepository(conn).revoke_all(caller.user_id)
-        logger.info("user %s signed out of %d sessions", caller.user_id, count)
-        return count
+            ended = await SessionRepository(conn).revoke_all(caller.user_id)
+        self._live.forget(ended)
+        logger.info("user %s signed out of %d sessions", caller.user_id, len(ended))
+        return len(ended)
 
     async def current_user(self, caller: Caller) -> UserRecord:
         """The caller's account.
@@ -368,10 +380,11 @@ class Accounts:
             if not replaced:
                 raise errors.InvalidCredentials()
             sessions = SessionRepository(conn)
-            await sessions.revoke_all(user.id, keep=caller.session_id)
+            ended = await sessions.revoke_all(user.id, keep=caller.session_id)
             await sessions.replace_refresh_token(
                 caller.session_id, new_hash=digest, expire_time=refresh_expires
             )
+        self._live.forget(ended)
         access, access_expires = self._tokens.issue_access(user.id, caller.session_id)
 
         logger.info("user %s changed their password", user.id)
@@ -387,7 +400,9 @@ class Accounts:
         user = await self.current_user(caller)
         await self._confirm_password(user, password)
         async with self._db.transaction() as conn:
+            ended = await SessionRepository(conn).revoke_all(user.id)
             await UserRepository(conn).delete(user.id)
+        self._live.forget([*ended, caller.session_id])
         logger.info("user %s deleted their account", user.id)
 
     async def ensure_live(self, caller: Caller) -> None:
@@ -396,14 +411,18 @@ class Accounts:
         Raises:
             errors.Unauthenticated: it has.
         """
+        if self._live.is_live(caller.session_id, caller.user_id):
+            return
+        mark = self._live.mark()
         async with self._db.read() as conn:
-            active = await SessionRepository(conn).is_active(
+            expire_time = await SessionRepository(conn).live_until(
                 caller.session_id, caller.user_id
             )
-        if not active:
+        if expire_time is None:
             raise errors.Unauthenticated(
                 "the session has ended; sign in again", reason="SESSION_REVOKED"
             )
+        self._live.remember(caller.session_id, caller.user_id, expire_time, mark)
 
     async def introspect(self, token: str) -> Caller | None:
         """Return the caller a live access token stands for, else ``None``."""

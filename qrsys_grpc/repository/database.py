@@ -8,10 +8,13 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
+from typing import Any
 
+import asyncpg
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from qrsys_grpc import errors
 from qrsys_grpc.metrics import PoolStats
@@ -96,6 +99,14 @@ class Database:
         connect_timeout_seconds: float = 5.0,
     ) -> None:
         self._statement_timeout = statement_timeout_seconds
+        self._connect_args: dict[str, Any] = {
+            "timeout": connect_timeout_seconds,
+            "command_timeout": statement_timeout_seconds + 1,
+            "server_settings": {
+                "statement_timeout": str(int(statement_timeout_seconds * 1000)),
+                "application_name": "qrsys",
+            },
+        }
         self.engine: AsyncEngine = create_async_engine(
             async_url(url),
             pool_size=pool_size,
@@ -104,14 +115,7 @@ class Database:
             # No ping per checkout: a connection found dead raises once, and
             # SQLAlchemy then discards every connection of the pool made
             # before it, so one failed call follows a database restart.
-            connect_args={
-                "timeout": connect_timeout_seconds,
-                "command_timeout": statement_timeout_seconds + 1,
-                "server_settings": {
-                    "statement_timeout": str(int(statement_timeout_seconds * 1000)),
-                    "application_name": "qrsys",
-                },
-            },
+            connect_args=self._connect_args,
         )
 
     @asynccontextmanager
@@ -153,6 +157,44 @@ class Database:
         async with self._translated_errors(), self.engine.connect() as conn:
             await conn.execution_options(isolation_level="AUTOCOMMIT")
             yield conn
+
+    @asynccontextmanager
+    async def dedicated_connection(
+        self, application_name: str
+    ) -> AsyncIterator[asyncpg.Connection]:
+        """A driver connection of its own, outside the pool, for LISTEN.
+
+        ``application_name`` tells it apart in ``pg_stat_activity``. It is
+        closed on leaving the block. Errors are the driver's own.
+        """
+        connect_args = {
+            **self._connect_args,
+            "server_settings": {
+                **self._connect_args["server_settings"],
+                "application_name": application_name,
+            },
+        }
+        engine = create_async_engine(
+            self.engine.url, poolclass=NullPool, connect_args=connect_args
+        )
+        try:
+            async with engine.connect() as conn:
+                raw = await conn.get_raw_connection()
+                driver = raw.driver_connection
+                if not isinstance(driver, asyncpg.Connection):
+                    raise TypeError("the driver is not asyncpg")
+                yield driver
+        finally:
+            await engine.dispose()
+
+    async def notify(self, channel: str, payload: str) -> None:
+        """Send a notice on ``channel`` through the pool.
+
+        Raises:
+            errors.Unavailable: the database cannot be reached.
+        """
+        async with self.transaction() as conn:
+            await conn.execute(sa.select(sa.func.pg_notify(channel, payload)))
 
     @asynccontextmanager
     async def _translated_errors(self) -> AsyncIterator[None]:

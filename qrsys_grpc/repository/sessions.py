@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from qrsys_grpc.repository.tables import sessions, used_refresh_tokens
 
 # Asked on every authenticated call: built once, not per call.
-_IS_ACTIVE = sa.select(sa.literal(1)).where(
+_LIVE_UNTIL = sa.select(sessions.c.expire_time).where(
     sessions.c.id == sa.bindparam("session_id"),
     sessions.c.user_id == sa.bindparam("user_id"),
     sessions.c.revoke_time.is_(None),
@@ -126,8 +126,9 @@ class SessionRepository:
         )
         return SessionRecord(session_id, user_id, expire_time)
 
-    async def revoke_by_used_token(self, old_hash: bytes) -> bool:
-        """End the live session that once used the refresh token ``old_hash``.
+    async def revoke_by_used_token(self, old_hash: bytes) -> uuid.UUID | None:
+        """End the live session that once used the refresh token ``old_hash``;
+        return its id, or ``None`` if there was no such live session.
 
         This is how a replayed refresh token is answered: whoever holds the
         session's newer tokens may be an attacker, so the session ends.
@@ -144,14 +145,17 @@ class SessionRepository:
             .values(revoke_time=sa.func.now())
             .returning(sessions.c.id)
         )
-        return (await self._conn.execute(statement)).first() is not None
+        ended: uuid.UUID | None = (await self._conn.execute(statement)).scalar()
+        return ended
 
-    async def is_active(self, session_id: uuid.UUID, user_id: uuid.UUID) -> bool:
-        """Whether the session exists for this user and has not ended."""
+    async def live_until(
+        self, session_id: uuid.UUID, user_id: uuid.UUID
+    ) -> datetime | None:
+        """When the user's session expires, or ``None`` if it has ended."""
         result = await self._conn.execute(
-            _IS_ACTIVE, {"session_id": session_id, "user_id": user_id}
+            _LIVE_UNTIL, {"session_id": session_id, "user_id": user_id}
         )
-        return result.first() is not None
+        return result.scalar_one_or_none()
 
     async def revoke(self, session_id: uuid.UUID) -> bool:
         """End one session; ``False`` when it had ended already."""
@@ -165,8 +169,8 @@ class SessionRepository:
 
     async def revoke_all(
         self, user_id: uuid.UUID, *, keep: uuid.UUID | None = None
-    ) -> int:
-        """End every live session of a user except ``keep``; return how many."""
+    ) -> list[uuid.UUID]:
+        """End every live session of a user except ``keep``; return their ids."""
         condition = sa.and_(
             sessions.c.user_id == user_id,
             sessions.c.revoke_time.is_(None),
@@ -180,7 +184,7 @@ class SessionRepository:
             .values(revoke_time=sa.func.now())
             .returning(sessions.c.id)
         )
-        return len((await self._conn.execute(statement)).all())
+        return list((await self._conn.execute(statement)).scalars())
 
     async def replace_refresh_token(
         self, session_id: uuid.UUID, *, new_hash: bytes, expire_time: datetime

@@ -82,10 +82,15 @@ class TestMetrics:
         self, metered: RunningServer
     ) -> None:
         assert metered.metrics_port is not None
+        for _ in range(500):
+            if metered.live_sessions.listening:
+                break
+            await asyncio.sleep(0.01)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{metered.port}") as channel:
             auth = auth_pb2_grpc.AuthServiceStub(channel)
             qr = qr_code_pb2_grpc.QrCodeServiceStub(channel)
             account = await register(auth)
+            # The first call looks its session up; the renders find it in memory.
             code = await create_code(qr, account)
             for _ in range(2):
                 await qr.RenderQrCode(
@@ -129,6 +134,10 @@ class TestMetrics:
         assert sample(samples, "qrsys_render_cache_misses_total") >= 1
         assert sample(samples, "qrsys_db_pool_size") >= 1
         assert sample(samples, "qrsys_db_pool_checked_out") == 0
+        assert sample(samples, "qrsys_session_notices_listening") == 1
+        assert sample(samples, "qrsys_session_cache_misses_total") >= 1
+        assert sample(samples, "qrsys_session_cache_hits_total") >= 2
+        assert sample(samples, "qrsys_session_cache_entries") == 1
 
     async def test_throttled_logins_are_counted(self, metered: RunningServer) -> None:
         assert metered.metrics_port is not None

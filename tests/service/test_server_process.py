@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from qrsys_grpc.settings import Settings
 from qrsys_grpc.v1 import auth_pb2, auth_pb2_grpc
 from tests.conftest import _admin
-from tests.service.conftest import register
+from tests.service.conftest import PASSWORD, Account, register
 from tests.service.processes import (
     SERVER,
     free_port,
@@ -151,7 +151,40 @@ async def test_two_workers_share_one_address(
     assert stop(process) == 0
 
 
-async def test_a_logout_on_one_server_takes_effect_at_once_on_another(
+async def end_session(
+    auth: auth_pb2_grpc.AuthServiceStub, account: Account, how: str
+) -> None:
+    """End ``account``'s session on the in-process server, in one of the
+    ways a session ends."""
+    meta = account.metadata
+    if how == "logout":
+        await auth.Logout(auth_pb2.LogoutRequest(), metadata=meta)
+    elif how == "logout everywhere":
+        await auth.LogoutAll(auth_pb2.LogoutAllRequest(), metadata=meta)
+    elif how == "password changed in another session":
+        other = await auth.Login(
+            auth_pb2.LoginRequest(email=account.email, password=PASSWORD)
+        )
+        await auth.ChangePassword(
+            auth_pb2.ChangePasswordRequest(
+                current_password=PASSWORD, new_password=PASSWORD + "-2"
+            ),
+            metadata=(("authorization", f"Bearer {other.tokens.access_token}"),),
+        )
+    elif how == "refresh token replayed":
+        request = auth_pb2.RefreshTokenRequest(
+            refresh_token=account.tokens.refresh_token
+        )
+        await auth.RefreshToken(request)
+        with pytest.raises(grpc.aio.AioRpcError):
+            await auth.RefreshToken(request)
+    else:
+        await auth.DeleteAccount(
+            auth_pb2.DeleteAccountRequest(password=PASSWORD), metadata=meta
+        )
+
+
+async def test_a_session_ended_on_one_server_is_refused_at_once_by_another(
     tmp_path: Path,
     database_url: str,
     server_settings: Settings,
@@ -169,18 +202,29 @@ async def test_a_logout_on_one_server_takes_effect_at_once_on_another(
     process = spawn(processes, env)
     await wait_serving(port, process)
 
-    account = await register(auth)
+    ways = (
+        "logout",
+        "logout everywhere",
+        "password changed in another session",
+        "refresh token replayed",
+        "account deleted",
+    )
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         other = auth_pb2_grpc.AuthServiceStub(channel)
-        me = await other.GetCurrentUser(
-            auth_pb2.GetCurrentUserRequest(), metadata=account.metadata
-        )
-        assert me.user.email == account.email
+        # Several rounds: the other server has just seen each session live
+        # (and remembers it), so only the notice of its end can stop it.
+        for _ in range(4):
+            for how in ways:
+                account = await register(auth)
+                me = await other.GetCurrentUser(
+                    auth_pb2.GetCurrentUserRequest(), metadata=account.metadata
+                )
+                assert me.user.email == account.email
 
-        await auth.Logout(auth_pb2.LogoutRequest(), metadata=account.metadata)
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await other.GetCurrentUser(
-                auth_pb2.GetCurrentUserRequest(), metadata=account.metadata
-            )
-    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+                await end_session(auth, account, how)
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await other.GetCurrentUser(
+                        auth_pb2.GetCurrentUserRequest(), metadata=account.metadata
+                    )
+                assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED, how
     assert stop(process) == 0
