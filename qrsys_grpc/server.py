@@ -168,6 +168,10 @@ async def follow_database(
             reachable = True
         except (errors.QrsysError, TimeoutError):
             reachable = False
+        except Exception:
+            # Whatever went wrong, the watch goes on; health must not freeze.
+            logger.exception("the database health check failed unexpectedly")
+            reachable = False
         if reachable != serving:
             serving = reachable
             state = (

@@ -82,6 +82,9 @@ def translate(exc: Exception) -> errors.QrsysError | None:
         ):
             return errors.Unavailable("the database cannot be reached")
         return None
+    if isinstance(exc, sa_exc.TimeoutError):
+        # The pool stayed full for the whole wait: the database is too busy.
+        return errors.Unavailable("no database connection came free in time")
     if isinstance(exc, OSError | TimeoutError | ConnectionError):
         return errors.Unavailable("the database cannot be reached")
     return None
@@ -115,6 +118,15 @@ class Database:
             # No ping per checkout: a connection found dead raises once, and
             # SQLAlchemy then discards every connection of the pool made
             # before it, so one failed call follows a database restart.
+            connect_args=self._connect_args,
+        )
+        # Health asks on a connection of its own, so that a pool busy with
+        # calls is not taken for a database that is down.
+        self._health_engine: AsyncEngine = create_async_engine(
+            async_url(url),
+            pool_size=1,
+            max_overflow=0,
+            pool_timeout=connect_timeout_seconds,
             connect_args=self._connect_args,
         )
 
@@ -235,10 +247,15 @@ class Database:
         )
 
     async def ping(self) -> None:
-        """Run a trivial query; raise ``errors.Unavailable`` when it fails."""
-        async with self.read() as conn:
+        """Run a trivial query on the health connection, outside the pool.
+
+        Raises:
+            errors.Unavailable: the database cannot be reached.
+        """
+        async with self._translated_errors(), self._health_engine.connect() as conn:
             await conn.execute(sa.text("SELECT 1"))
 
     async def close(self) -> None:
         """Close every pooled connection."""
         await self.engine.dispose()
+        await self._health_engine.dispose()

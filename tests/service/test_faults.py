@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import tempfile
+import time
 from pathlib import Path
 
 import grpc
@@ -18,9 +19,12 @@ from qrsys_grpc.server import start_server
 from qrsys_grpc.settings import Settings
 from qrsys_grpc.v1 import auth_pb2_grpc, qr_code_pb2, qr_code_pb2_grpc
 from tests.conftest import MIGRATIONS
-from tests.service.conftest import register
+from tests.service.conftest import create_code, register
+from tests.service.richstatus import error_info
 
 WORKERS = 4
+CONNECT_TIMEOUT_SECONDS = 1.0
+SETTLE_SECONDS = CONNECT_TIMEOUT_SECONDS + 4.0
 
 
 async def wait_for_health(
@@ -43,7 +47,11 @@ async def test_database_outage_under_load(
     try:
         await asyncio.to_thread(migrate.upgrade, url, MIGRATIONS)
         settings = server_settings.model_copy(
-            update={"data_dir": tmp_path, "health_check_interval_seconds": 0.2}
+            update={
+                "data_dir": tmp_path,
+                "health_check_interval_seconds": 0.2,
+                "db_connect_timeout_seconds": CONNECT_TIMEOUT_SECONDS,
+            }
         )
         running = await start_server(settings, url)
         try:
@@ -63,13 +71,16 @@ async def _outage(port: int, embedded: EmbeddedPostgres) -> None:
         account = await register(auth)
         outcomes: collections.Counter[str] = collections.Counter()
         acknowledged: list[str] = []
+        slowest_refusal = 0.0
         phase = {"name": "before"}
         stop = asyncio.Event()
 
         async def load(worker: int) -> None:
+            nonlocal slowest_refusal
             number = 0
             while not stop.is_set():
                 number += 1
+                started = time.monotonic()
                 try:
                     response = await qr.CreateQrCode(
                         qr_code_pb2.CreateQrCodeRequest(
@@ -85,6 +96,9 @@ async def _outage(port: int, embedded: EmbeddedPostgres) -> None:
                     )
                 except grpc.aio.AioRpcError as error:
                     outcomes[f"{phase['name']}:{error.code().name}"] += 1
+                    if error.code() == grpc.StatusCode.UNAVAILABLE:
+                        took = time.monotonic() - started
+                        slowest_refusal = max(slowest_refusal, took)
                     await asyncio.sleep(0.02)
                 else:
                     outcomes[f"{phase['name']}:OK"] += 1
@@ -114,6 +128,9 @@ async def _outage(port: int, embedded: EmbeddedPostgres) -> None:
         assert outcomes["before:OK"] > 0, outcomes
         assert outcomes["outage:UNAVAILABLE"] > 0, outcomes
         assert outcomes["after:OK"] > 0, outcomes
+        # Refused quickly, not hung until the client's own 10 s deadline: at
+        # most the connect timeout plus a margin for the loaded machine.
+        assert slowest_refusal < SETTLE_SECONDS, slowest_refusal
 
         for code_id in acknowledged:
             await qr.GetQrCode(
@@ -123,3 +140,40 @@ async def _outage(port: int, embedded: EmbeddedPostgres) -> None:
             qr_code_pb2.ListQrCodesRequest(page_size=1), metadata=account.metadata
         )
         assert listed.total_size == len(acknowledged)
+
+
+async def test_a_full_pool_answers_unavailable_while_health_stays_serving(
+    tmp_path: Path, database_url: str, server_settings: Settings
+) -> None:
+    settings = server_settings.model_copy(
+        update={
+            "data_dir": tmp_path,
+            "db_pool_size": 1,
+            "db_connect_timeout_seconds": 0.5,
+            "health_check_interval_seconds": 0.1,
+        }
+    )
+    running = await start_server(settings, database_url)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            auth = auth_pb2_grpc.AuthServiceStub(channel)
+            qr = qr_code_pb2_grpc.QrCodeServiceStub(channel)
+            health = health_pb2_grpc.HealthStub(channel)
+            account = await register(auth)
+            code = await create_code(qr, account)
+            request = qr_code_pb2.GetQrCodeRequest(id=code.id)
+
+            # The pool's one connection is busy for longer than a call waits.
+            async with running.database.engine.connect():
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await qr.GetQrCode(request, metadata=account.metadata, timeout=10)
+                await asyncio.sleep(0.5)
+                during = await health.Check(health_pb2.HealthCheckRequest(), timeout=2)
+
+            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert error_info(caught.value).reason == "DATABASE_UNAVAILABLE"
+            assert during.status == health_pb2.HealthCheckResponse.SERVING
+            got = await qr.GetQrCode(request, metadata=account.metadata, timeout=10)
+            assert got.qr_code.id == code.id
+    finally:
+        await running.stop(0)
