@@ -219,7 +219,14 @@ async function flow(auth, qr) {
     listed: listed.codes.length,
     pages: listed.pages,
     totalSize: listed.totalSize,
-    png: { id: chosen.id, bytes: rendered.data.length, width, contentType: rendered.contentType },
+    png: {
+      id: chosen.id,
+      bytes: rendered.data.length,
+      width,
+      contentType: rendered.contentType,
+      encodedText: chosen.encodedText,
+      data: rendered.data.toString("base64"),
+    },
     refresh: { newAccessTokenWorks: true, oldRefreshToken: "UNAUTHENTICATED" },
     logout: { accessToken: "UNAUTHENTICATED" },
   };

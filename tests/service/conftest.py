@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import secrets
 import subprocess
 import uuid
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import grpc
 import pytest
+import zxingcpp
+from PIL import Image
 
 from qrsys_grpc.server import RunningServer, start_server
 from qrsys_grpc.settings import Settings
@@ -128,6 +131,12 @@ async def create_code(
         metadata=account.metadata,
     )
     return response.qr_code
+
+
+def decoded(png: bytes) -> list[str]:
+    """What zxing-cpp reads in a PNG."""
+    image = Image.open(io.BytesIO(png))
+    return [barcode.text for barcode in zxingcpp.read_barcodes(image)]
 
 
 def project_root() -> Path:

