@@ -5,6 +5,7 @@ FROM python:3.11-slim AS builder
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY qrsys_grpc ./qrsys_grpc
+COPY migrations ./migrations
 RUN python -m pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.11-slim AS runtime
@@ -13,10 +14,8 @@ COPY --from=builder /wheels /wheels
 RUN python -m venv /opt/qrsys \
     && /opt/qrsys/bin/pip install --no-cache-dir /wheels/*.whl \
     && rm -rf /wheels
-COPY migrations /opt/qrsys/migrations
 ENV PATH=/opt/qrsys/bin:$PATH \
     PYTHONUNBUFFERED=1 \
-    QRSYS_MIGRATIONS_DIR=/opt/qrsys/migrations \
     QRSYS_LISTEN_ADDRESS=0.0.0.0:50051 \
     QRSYS_DATA_DIR=/home/qrsys/data
 USER qrsys

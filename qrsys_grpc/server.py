@@ -17,14 +17,17 @@ import signal
 import sys
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 import grpc
+from alembic.util import CommandError as AlembicError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 from pydantic import ValidationError
+from sqlalchemy import exc as sa_exc
 
 from qrsys_grpc import errors, logs, migrate
 from qrsys_grpc.auth.accounts import Accounts
@@ -441,6 +444,19 @@ def run_workers(settings: Settings, database_url: str) -> int:
     return max((process.exitcode or 0) for process in workers)
 
 
+def upgrade_schema(database_url: str, migrations_dir: Path) -> None:
+    """Upgrade the database to the newest revision.
+
+    Raises:
+        StartupError: the database cannot be reached or a revision failed.
+    """
+    try:
+        migrate.upgrade(database_url, migrations_dir)
+    except (sa_exc.SQLAlchemyError, AlembicError, OSError) as exc:
+        raise StartupError(f"cannot migrate the database: {exc}") from exc
+    logger.info("database schema is at the newest revision")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line of ``qrsys-server``."""
     parser = argparse.ArgumentParser(
@@ -484,9 +500,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         database_url = settings.database_url or embedded.start()  # type: ignore[union-attr]
-        if args.migrate or args.migrate_only:
-            migrate.upgrade(database_url, settings.migrations_dir)
-            logger.info("database schema is at the newest revision")
+        # The embedded database is qrsys's own, so it is always kept current.
+        if args.migrate or args.migrate_only or embedded is not None:
+            upgrade_schema(database_url, settings.migrations_dir)
             if args.migrate_only:
                 return 0
         if settings.workers > 1:

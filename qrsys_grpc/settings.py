@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Literal
 
@@ -10,6 +11,17 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIN_SECRET_BYTES = 32
+
+
+def default_migrations_dir() -> Path:
+    """The alembic revisions: ``migrations/`` of a source checkout, else the
+    copy an installed package keeps under ``<prefix>/share/qrsys``."""
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "pyproject.toml").is_file() and (
+        checkout / "migrations" / "env.py"
+    ).is_file():
+        return checkout / "migrations"
+    return Path(sys.prefix) / "share" / "qrsys" / "migrations"
 
 
 class Settings(BaseSettings):
@@ -20,7 +32,7 @@ class Settings(BaseSettings):
     listen_address: str = "127.0.0.1:50051"
     database_url: str | None = None
     data_dir: Path = Path(".qrsys")
-    migrations_dir: Path = Path(__file__).resolve().parent.parent / "migrations"
+    migrations_dir: Path = Field(default_factory=default_migrations_dir)
 
     jwt_secret: SecretStr | None = None
     jwt_secret_file: Path | None = None
@@ -80,6 +92,13 @@ class Settings(BaseSettings):
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:
             raise ValueError("QRSYS_TLS_CLIENT_CA_FILE needs QRSYS_TLS_CERT_FILE")
         return self
+
+    @field_validator("migrations_dir")
+    @classmethod
+    def _migrations_exist(cls, value: Path) -> Path:
+        if not (value / "env.py").is_file():
+            raise ValueError(f"{value} holds no alembic revisions (no env.py)")
+        return value
 
     @field_validator("database_url")
     @classmethod

@@ -97,11 +97,12 @@ async def test_migrates_serves_and_exits_0_on_sigterm(
     assert stop(process) == 0
 
 
-async def test_embedded_postgres_serves_and_stops_with_the_server(
+async def test_embedded_postgres_migrates_serves_and_stops_with_the_server(
     tmp_path: Path, processes: list[subprocess.Popen[bytes]]
 ) -> None:
     port = free_port()
-    process = spawn(processes, server_env(tmp_path, port), "--migrate")
+    # No --migrate: the embedded database is qrsys's own and kept current.
+    process = spawn(processes, server_env(tmp_path, port))
     await wait_serving(port, process)
 
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
