@@ -618,13 +618,24 @@ def _style_options(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+TITLE_FROM_CONTENT_CHARS = 180
+"""How much of a code's content makes its title when none is given: short
+enough that a batch's ``{n}``, replaced, stays within the title's bound."""
+
+
+def title_from(content: str) -> str:
+    """A title for a code made without one: its content on one line, shortened."""
+    printable = "".join(ch if ch.isprintable() else " " for ch in content)
+    return " ".join(printable.split())[:TITLE_FROM_CONTENT_CHARS] or "Untitled"
+
+
 def cmd_create(ctx: Context, out: TextIO) -> int:
-    """qrsys create --title T (--url U | --text X) [style]"""
+    """qrsys create [--title T] (--url U | --text X) [style]"""
     args = ctx.args
     client = ctx.signed_in()
     with client:
         code = client.create_code(
-            args.title,
+            args.title or title_from(args.url or args.text),
             url=args.url,
             text=args.text,
             request_id=args.request_id or "",
@@ -638,13 +649,13 @@ def cmd_create(ctx: Context, out: TextIO) -> int:
 
 
 def cmd_batch(ctx: Context, out: TextIO) -> int:
-    """qrsys batch --title-template T (--url-template U | --text-template X)
-    --first N --count C"""
+    """qrsys batch [--title-template T] (--template U | --url-template U |
+    --text-template X) --first N --count C"""
     args = ctx.args
     client = ctx.signed_in()
     with client:
         codes = client.batch_create(
-            args.title_template,
+            args.title_template or title_from(args.url_template or args.text_template),
             url_template=args.url_template,
             text_template=args.text_template,
             first=args.first,
@@ -893,7 +904,7 @@ def build_parser() -> argparse.ArgumentParser:
     command("whoami", cmd_whoami, "show the signed-in account")
 
     sub = command("create", cmd_create, "store a QR code; prints its id")
-    sub.add_argument("--title", required=True)
+    sub.add_argument("--title", help="defaults to the url or text, shortened")
     content = sub.add_mutually_exclusive_group(required=True)
     content.add_argument("--url")
     content.add_argument("--text")
@@ -902,9 +913,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_style(sub)
 
     sub = command("batch", cmd_batch, "store numbered codes from a template")
-    sub.add_argument("--title-template", required=True, help="e.g. 'Table {n}'")
+    sub.add_argument(
+        "--title-template",
+        help="e.g. 'Table {n}'; defaults to the url or text template, shortened",
+    )
     content = sub.add_mutually_exclusive_group(required=True)
-    content.add_argument("--url-template", help="e.g. 'https://menu.example/?t={n}'")
+    content.add_argument(
+        "--url-template",
+        "--template",
+        dest="url_template",
+        help="e.g. 'https://menu.example/?t={n}'",
+    )
     content.add_argument("--text-template")
     sub.add_argument("--first", type=int, default=1, help="the first number (1)")
     sub.add_argument("--count", type=int, required=True, help="how many, 1 to 1000")

@@ -468,6 +468,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             "QRSYS_DATA_DIR."
         ),
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="server processes sharing the listen address, 1 to 64 "
+        "(overrides QRSYS_WORKERS; default 1)",
+    )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument(
         "--migrate",
@@ -485,8 +492,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``qrsys-server`` console script."""
     args = parse_args(argv)
+    overrides = {} if args.workers is None else {"workers": args.workers}
     try:
-        settings = Settings()
+        settings = Settings(**overrides)
     except ValidationError as exc:
         print("qrsys-server: invalid configuration:", file=sys.stderr)
         for error in exc.errors():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import secrets
 import subprocess
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -137,6 +138,19 @@ def decoded(png: bytes) -> list[str]:
     """What zxing-cpp reads in a PNG."""
     image = Image.open(io.BytesIO(png))
     return [barcode.text for barcode in zxingcpp.read_barcodes(image)]
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The samples of /metrics as ``name{labels}`` -> value."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        assert r.status == 200
+        text = r.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            samples[key] = float(value)
+    return samples
 
 
 def project_root() -> Path:

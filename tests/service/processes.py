@@ -26,6 +26,19 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def free_port_pair() -> int:
+    """A port ``p`` on 127.0.0.1 such that nobody listens on ``p`` or ``p + 1``."""
+    for _ in range(100):
+        port = free_port()
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no two free ports side by side")
+
+
 def server_env(tmp_path: Path, port: int, **extra: str) -> dict[str, str]:
     """The environment of a server process under test."""
     env = {

@@ -279,6 +279,32 @@ async def test_bad_colour_names_the_option_and_field(
     assert "Traceback" not in result.err
 
 
+async def test_create_and_batch_take_their_title_from_the_content(
+    run: Run, account: Account
+) -> None:
+    await login(run, account)
+
+    created = await run("create", "--url", URL)
+    batch = await run("batch", "--template", URL_TEMPLATE, "--count", "3")
+    text = await run("create", "--text", "Wi-Fi at the bar:\n  ask the staff")
+
+    assert created.code == 0, created.err
+    got = json.loads((await run("get", created.out.strip(), "--json")).out)
+    assert got["title"] == URL
+    assert batch.code == 0, batch.err
+    assert [row.split("\t")[1] for row in batch.out.splitlines()] == [
+        URL_TEMPLATE.replace("{n}", str(n)) for n in (1, 2, 3)
+    ]
+    assert text.code == 0, text.err
+    got = json.loads((await run("get", text.out.strip(), "--json")).out)
+    assert got["title"] == "Wi-Fi at the bar: ask the staff"
+
+
+def test_a_title_from_long_content_is_shortened() -> None:
+    assert cli.title_from("x" * 5000) == "x" * cli.TITLE_FROM_CONTENT_CHARS
+    assert cli.title_from("\t\n") == "Untitled"
+
+
 async def test_batch_errors_name_their_options(run: Run, account: Account) -> None:
     await login(run, account)
     result = await run(

@@ -9,7 +9,6 @@ import logging
 import secrets
 import signal
 import subprocess
-import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from qrsys_grpc import logs
 from qrsys_grpc.server import RunningServer, start_server
 from qrsys_grpc.settings import Settings
 from qrsys_grpc.v1 import auth_pb2, auth_pb2_grpc, qr_code_pb2, qr_code_pb2_grpc
-from tests.service.conftest import Account, create_code, register
+from tests.service.conftest import Account, create_code, register, scrape
 from tests.service.processes import (
     free_port,
     server_env,
@@ -33,19 +32,6 @@ from tests.service.processes import (
     stop,
     wait_serving,
 )
-
-
-def scrape(port: int) -> dict[str, float]:
-    """The samples of /metrics as ``name{labels}`` -> value."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        assert r.status == 200
-        text = r.read().decode()
-    samples = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            key, _, value = line.rpartition(" ")
-            samples[key] = float(value)
-    return samples
 
 
 def sample(samples: dict[str, float], name: str, **labels: str) -> float:

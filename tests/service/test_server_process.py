@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import signal
 import subprocess
@@ -17,10 +18,11 @@ import sqlalchemy as sa
 from qrsys_grpc.settings import Settings
 from qrsys_grpc.v1 import auth_pb2, auth_pb2_grpc
 from tests.conftest import _admin
-from tests.service.conftest import PASSWORD, Account, register
+from tests.service.conftest import PASSWORD, Account, register, scrape
 from tests.service.processes import (
     SERVER,
     free_port,
+    free_port_pair,
     server_env,
     spawn,
     stop,
@@ -126,18 +128,19 @@ async def test_embedded_postgres_migrates_serves_and_stops_with_the_server(
     assert leftovers == []
 
 
-async def test_two_workers_share_one_address(
+async def test_two_workers_share_one_address_and_both_serve(
     tmp_path: Path, empty_database: str, processes: list[subprocess.Popen[bytes]]
 ) -> None:
     port = free_port()
+    metrics_port = free_port_pair()
     env = server_env(
         tmp_path,
         port,
         QRSYS_DATABASE_URL=empty_database,
         QRSYS_JWT_SECRET=secrets.token_urlsafe(40),
-        QRSYS_WORKERS="2",
+        QRSYS_METRICS_ADDRESS=f"127.0.0.1:{metrics_port}",
     )
-    process = spawn(processes, env, "--migrate")
+    process = spawn(processes, env, "--migrate", "--workers", "2")
     await wait_serving(port, process)
 
     # The spawn start method adds a resource tracker beside the workers.
@@ -149,6 +152,30 @@ async def test_two_workers_share_one_address(
         if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port
     }
     assert len(listening) == 2
+
+    # The kernel spreads connections between the workers: over 24 of them,
+    # each worker answers some (all on one has odds of 2 in 16 million).
+    for _ in range(24):
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await auth_pb2_grpc.AuthServiceStub(channel).RefreshToken(
+                    auth_pb2.RefreshTokenRequest(refresh_token="not-a-token"),
+                    timeout=10,
+                )
+            assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    handled = [
+        sum(
+            value
+            for key, value in (
+                await asyncio.to_thread(scrape, metrics_port + n)
+            ).items()
+            if key.startswith("grpc_server_handled_total{")
+            and 'grpc_method="RefreshToken"' in key
+        )
+        for n in range(2)
+    ]
+    assert sum(handled) == 24
+    assert min(handled) >= 1, handled
     assert stop(process) == 0
 
 
