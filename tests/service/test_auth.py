@@ -11,6 +11,8 @@ import asyncio
 import base64
 import json
 import secrets
+import statistics
+import time
 import unicodedata
 import uuid
 from collections.abc import Awaitable
@@ -631,6 +633,34 @@ class TestLogin:
         assert wrong_password.details() == malformed_email.details()
         assert status_of(wrong_password) == status_of(unknown_email)
         assert status_of(wrong_password) == status_of(malformed_email)
+
+    async def test_login_failures_take_about_the_same_time(
+        self, auth: AuthStub, account: Account
+    ) -> None:
+        """An unknown email is checked against a dummy hash, so it costs a
+        password hash like a wrong password does: an argon2 hash takes tens
+        of milliseconds, an answer without one well under a millisecond of
+        server time, so the bounds below hold on any machine."""
+        kinds = {
+            "wrong password": lambda: (account.email, "not-the-password"),
+            "unknown email": lambda: (unique_email("nobody"), PASSWORD),
+            "malformed email": lambda: ("not-an-email", PASSWORD),
+        }
+        took: dict[str, list[float]] = {kind: [] for kind in kinds}
+        for _ in range(3):  # three wrong passwords stay under the throttle
+            for kind, credentials in kinds.items():
+                email, password = credentials()
+                started = time.perf_counter()
+                with pytest.raises(grpc.aio.AioRpcError):
+                    await auth.Login(
+                        auth_pb2.LoginRequest(email=email, password=password)
+                    )
+                took[kind].append(time.perf_counter() - started)
+
+        median = {kind: statistics.median(times) for kind, times in took.items()}
+        for kind in ("unknown email", "malformed email"):
+            ratio = median[kind] / median["wrong password"]
+            assert 0.5 < ratio < 2.0, median
 
     async def test_login_rejects_empty_email(self, auth: AuthStub) -> None:
         await refused(
