@@ -28,5 +28,7 @@ def require_caller() -> Caller:
     """
     caller = current_caller.get()
     if caller is None:
-        raise errors.Unauthenticated("this call needs an access token")
+        raise errors.Unauthenticated(
+            "this call needs an access token", reason="TOKEN_MISSING"
+        )
     return caller

@@ -66,9 +66,13 @@ def translate(exc: Exception) -> errors.QrsysError | None:
     if isinstance(exc, sa_exc.DBAPIError):
         state = _sqlstate(exc)
         if state == UNIQUE_VIOLATION:
-            return errors.AlreadyExists(f"duplicate value for {_constraint(exc)}")
+            # The constraint's name is for operators, not for clients.
+            logger.info("unique violation on %s", _constraint(exc) or "?")
+            return errors.AlreadyExists(
+                "the value is taken already, perhaps by a concurrent call"
+            )
         if state == FOREIGN_KEY_VIOLATION:
-            return errors.NotFound("a referenced record does not exist")
+            return errors.NotFound("a record this call refers to no longer exists")
         if state.startswith(DATA_EXCEPTION_CLASS):
             return errors.InvalidArgument.field(
                 "", "a value could not be stored as sent", reason="INVALID_VALUE"
