@@ -274,7 +274,7 @@ class Accounts:
             if session is None:
                 reused = await sessions.revoke_by_used_token(old_digest)
         if reused is not None:
-            self._live.forget([reused])
+            await self._live.ended_here([reused])
             logger.warning("a rotated refresh token was replayed; session ended")
         if session is None:
             raise errors.Unauthenticated(
@@ -302,15 +302,15 @@ class Accounts:
     async def logout(self, caller: Caller) -> None:
         """End the caller's session."""
         async with self._db.transaction() as conn:
-            await SessionRepository(conn).revoke(caller.session_id)
-        self._live.forget([caller.session_id])
+            ended = await SessionRepository(conn).revoke(caller.session_id)
+        await self._live.ended_here([caller.session_id] if ended else [])
         logger.info("user %s signed out", caller.user_id)
 
     async def logout_all(self, caller: Caller) -> int:
         """End every session of the caller; return how many were live."""
         async with self._db.transaction() as conn:
             ended = await SessionRepository(conn).revoke_all(caller.user_id)
-        self._live.forget(ended)
+        await self._live.ended_here(ended)
         logger.info("user %s signed out of %d sessions", caller.user_id, len(ended))
         return len(ended)
 
@@ -384,7 +384,7 @@ class Accounts:
             await sessions.replace_refresh_token(
                 caller.session_id, new_hash=digest, expire_time=refresh_expires
             )
-        self._live.forget(ended)
+        await self._live.ended_here(ended)
         access, access_expires = self._tokens.issue_access(user.id, caller.session_id)
 
         logger.info("user %s changed their password", user.id)
@@ -402,7 +402,8 @@ class Accounts:
         async with self._db.transaction() as conn:
             ended = await SessionRepository(conn).revoke_all(user.id)
             await UserRepository(conn).delete(user.id)
-        self._live.forget([*ended, caller.session_id])
+        self._live.forget([caller.session_id])  # even if it ended meanwhile
+        await self._live.ended_here(ended)
         logger.info("user %s deleted their account", user.id)
 
     async def ensure_live(self, caller: Caller) -> None:
@@ -411,7 +412,7 @@ class Accounts:
         Raises:
             errors.Unauthenticated: it has.
         """
-        if self._live.is_live(caller.session_id, caller.user_id):
+        if await self._live.is_live_now(caller.session_id, caller.user_id):
             return
         mark = self._live.mark()
         async with self._db.read() as conn:

@@ -52,6 +52,13 @@ RECENT_NOTICES = 4096
 """Notices kept to judge ``remember`` calls; a lookup that saw more end
 while it ran is not remembered."""
 
+LOOP_PASSES_FOR_A_NOTICE = 3
+"""Passes of the event loop from a readable listening socket to a notice
+handled: one to read it, one for asyncpg's callback, one to spare."""
+
+ECHO_WAIT_SECONDS = 1.0
+"""How long an ending waits for its own notice to come back to this process."""
+
 
 class LiveSessions:
     """A bounded memory of live sessions, kept true by PostgreSQL notices."""
@@ -79,6 +86,8 @@ class LiveSessions:
         self._listening = False
         self._task: asyncio.Task[None] | None = None
         self._probes: dict[str, asyncio.Event] = {}
+        self._noticed: LRUCache[str, bool] = LRUCache(maxsize=RECENT_NOTICES)
+        self._arrival = asyncio.Event()
         self.hits = 0
         self.misses = 0
 
@@ -97,21 +106,42 @@ class LiveSessions:
 
     async def close(self) -> None:
         """Stop listening and forget everything."""
-        if self._task is not None:
-            self._task.cancel()
+        task, self._task = self._task, None
+        if task is not None:
+            # Asked again until it ends: a cancellation that lands as an
+            # await completes can be lost, and the task must not outlive us.
+            while not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=1.0)
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+                await task
         self._reset(listening=False)
 
     def is_live(self, session_id: uuid.UUID, user_id: uuid.UUID) -> bool:
         """Whether the session is known live for this user, without a query."""
-        entry = self._entries.get(session_id) if self._listening else None
-        if entry is None or entry[0] != user_id or entry[1] <= time.time():
+        if not self._remembered(session_id, user_id):
             self.misses += 1
             return False
         self.hits += 1
         return True
+
+    async def is_live_now(self, session_id: uuid.UUID, user_id: uuid.UUID) -> bool:
+        """``is_live``, after handing notices already waiting on the
+        listening socket to this memory.
+
+        The asyncio loop reads a readable socket in one pass and asyncpg
+        hands a notice to its listener in the next, so a few passes of the
+        loop let a notice that reached this process before the call did
+        take effect first. It costs microseconds, not a round trip.
+        """
+        if self._remembered(session_id, user_id):
+            for _ in range(LOOP_PASSES_FOR_A_NOTICE):
+                await asyncio.sleep(0)
+        return self.is_live(session_id, user_id)
+
+    def _remembered(self, session_id: uuid.UUID, user_id: uuid.UUID) -> bool:
+        entry = self._entries.get(session_id) if self._listening else None
+        return entry is not None and entry[0] == user_id and entry[1] > time.time()
 
     def mark(self) -> int:
         """A point in the stream of notices, to take before a lookup."""
@@ -145,6 +175,40 @@ class LiveSessions:
         for session_id in session_ids:
             self._ended(str(session_id))
 
+    async def ended_here(self, session_ids: list[uuid.UUID]) -> None:
+        """This process has just committed the end of these sessions: forget
+        them, and return once their notices have come back (see
+        ``await_notices``). Pass only sessions the commit really ended; no
+        notice comes for one that had ended before."""
+        self.forget(session_ids)
+        await self.await_notices(session_ids)
+
+    async def await_notices(
+        self, session_ids: list[uuid.UUID], wait_seconds: float = ECHO_WAIT_SECONDS
+    ) -> None:
+        """Wait until the notices of these just-committed endings come back.
+
+        PostgreSQL signals every listening process at the same commit, so
+        once this process has its notice the others have been sent theirs:
+        an ending confirmed to the client after this is, in all but the
+        rarest scheduling, already known to every process. Returns at once
+        while not listening, and after ``wait_seconds`` in any case.
+        """
+        if not self._listening:
+            return
+        wanted = [str(session_id) for session_id in session_ids]
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + wait_seconds
+        while not all(session_id in self._noticed for session_id in wanted):
+            arrival = self._arrival
+            remaining = give_up - loop.time()
+            if remaining <= 0 or not self._listening:
+                logger.warning("the notice of an ended session did not come back")
+                return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await arrival.wait()
+
     def _on_notice(
         self, _conn: object, _pid: int, _channel: str, payload: object
     ) -> None:
@@ -155,6 +219,9 @@ class LiveSessions:
                 arrived.set()
             return
         self._ended(notice)
+        self._noticed[notice] = True
+        self._arrival.set()
+        self._arrival = asyncio.Event()
 
     def _ended(self, session_id: str) -> None:
         self._seq += 1
@@ -207,7 +274,8 @@ class LiveSessions:
             logger.info("listening for ended sessions again")
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(lost.wait(), self._keepalive)
+                async with asyncio.timeout(self._keepalive):
+                    await lost.wait()
                 raise ConnectionError("the listening connection closed")
             await self._probe()
 
@@ -226,7 +294,8 @@ class LiveSessions:
         self._probes[payload] = arrived
         try:
             await self._db.notify(CHANNEL, payload)
-            await asyncio.wait_for(arrived.wait(), max(self._keepalive, 5.0))
+            async with asyncio.timeout(max(self._keepalive, 5.0)):
+                await arrived.wait()
         except TimeoutError as exc:
             raise ConnectionError(
                 "a notice sent through the pool did not arrive on the listening "

@@ -222,3 +222,28 @@ async def test_a_memory_of_no_entries_never_remembers(database: Database) -> Non
         assert not watch.is_live(session_id, user_id)
     finally:
         await watch.close()
+
+
+async def test_an_ending_here_returns_once_its_notice_came_back(
+    database: Database, live: LiveSessions
+) -> None:
+    user_id, session_id = await new_session(database)
+    await look_up(database, live, user_id, session_id)
+    before = live.mark()
+    async with database.transaction() as conn:
+        assert await SessionRepository(conn).revoke(session_id)
+
+    await live.ended_here([session_id])
+
+    assert not live.is_live(session_id, user_id)
+    # forget() counted once; the notice that came back counted again.
+    assert live.mark() == before + 2
+
+
+async def test_an_ending_whose_notice_never_comes_waits_no_longer_than_its_bound(
+    live: LiveSessions,
+) -> None:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await live.await_notices([uuid.uuid4()], wait_seconds=0.2)
+    assert 0.2 <= loop.time() - started < 2.0
