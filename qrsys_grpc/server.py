@@ -289,7 +289,7 @@ async def start_server(
     )
     auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(accounts), server)
     qr_code_pb2_grpc.add_QrCodeServiceServicer_to_server(
-        QrCodeServicer(qr_codes, accounts), server
+        QrCodeServicer(qr_codes, accounts, settings.max_message_bytes), server
     )
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)

@@ -12,6 +12,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIN_SECRET_BYTES = 32
 
+MIN_MESSAGE_BYTES = 2 * 1024 * 1024
+"""Room for qrsys's largest single answer: a batch of 256 KiB of content
+(sent twice, as content and encoded_text) with its titles, or a render."""
+
 
 def default_migrations_dir() -> Path:
     """The alembic revisions: ``migrations/`` of a source checkout, else the
@@ -57,7 +61,10 @@ class Settings(BaseSettings):
     render_cache_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
     session_cache_entries: int = Field(default=50_000, ge=0)
     grace_period_seconds: float = Field(default=10.0, ge=0)
-    max_message_bytes: int = Field(default=8 * 1024 * 1024, ge=64 * 1024)
+    # At least the largest single answer (a full batch, a render) needs.
+    max_message_bytes: int = Field(
+        default=8 * 1024 * 1024, ge=MIN_MESSAGE_BYTES, le=1024 * 1024 * 1024
+    )
 
     max_concurrent_rpcs: int = Field(default=0, ge=0)
     keepalive_time_seconds: float = Field(default=60.0, gt=0)

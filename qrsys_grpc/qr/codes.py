@@ -11,7 +11,7 @@ import hashlib
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 from google.protobuf import json_format
@@ -64,6 +64,9 @@ class Page:
     codes: list[QrCodeRecord]
     next_page_token: str
     total_size: int
+    token_after: Callable[[QrCodeRecord], str]
+    """The page token that continues the listing after one of ``codes``,
+    for a caller that serves fewer of them than the page holds."""
 
 
 @dataclass(frozen=True)
@@ -477,14 +480,16 @@ class QrCodes:
             codes = await repository.list_for_owner(owner_id, repo_query)
             total = await repository.count_for_owner(owner_id, repo_query)
 
+        def token_after(record: QrCodeRecord) -> str:
+            return listing.encode_page_token(
+                owner_id, query, order, getattr(record, order.field), record.id
+            )
+
         next_token = ""
         if len(codes) > limit:
             codes = codes[:limit]
-            last = codes[-1]
-            next_token = listing.encode_page_token(
-                owner_id, query, order, getattr(last, order.field), last.id
-            )
-        return Page(codes, next_token, total)
+            next_token = token_after(codes[-1])
+        return Page(codes, next_token, total, token_after)
 
     async def update(
         self, owner_id: uuid.UUID, patch: qr_code_pb2.QrCode, paths: Sequence[str]

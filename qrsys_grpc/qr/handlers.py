@@ -38,12 +38,29 @@ def code_message(record: QrCodeRecord) -> qr_code_pb2.QrCode:
     )
 
 
+DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024
+"""gRPC's own default bound on a message, as QRSYS_MAX_MESSAGE_BYTES is."""
+
+PAGE_OVERHEAD_BYTES = 4096
+"""What a ListQrCodes response needs beside its codes (token, total)."""
+
+ENTRY_OVERHEAD_BYTES = 8
+"""The tag and length in front of each code in a response."""
+
+
 class QrCodeServicer(qr_code_pb2_grpc.QrCodeServiceServicer):
     """Serves qrsys.v1.QrCodeService."""
 
-    def __init__(self, qr_codes: QrCodes, accounts: Accounts) -> None:
+    def __init__(
+        self,
+        qr_codes: QrCodes,
+        accounts: Accounts,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+    ) -> None:
         self._codes = qr_codes
         self._accounts = accounts
+        # Room for the page's other fields and each entry's tag and length.
+        self._page_budget = max_response_bytes - PAGE_OVERHEAD_BYTES
 
     async def CreateQrCode(
         self,
@@ -89,9 +106,21 @@ class QrCodeServicer(qr_code_pb2_grpc.QrCodeServiceServicer):
             filter_text=request.filter,
             order_by=request.order_by,
         )
+        messages: list[qr_code_pb2.QrCode] = []
+        next_page_token = page.next_page_token
+        used = 0
+        for record in page.codes:
+            message = code_message(record)
+            used += message.ByteSize() + ENTRY_OVERHEAD_BYTES
+            if used > self._page_budget and messages:
+                # Fewer than asked for, as AIP-158 allows: the rest would not
+                # fit in one response; the token continues after the last.
+                next_page_token = page.token_after(page.codes[len(messages) - 1])
+                break
+            messages.append(message)
         return qr_code_pb2.ListQrCodesResponse(
-            qr_codes=[code_message(record) for record in page.codes],
-            next_page_token=page.next_page_token,
+            qr_codes=messages,
+            next_page_token=next_page_token,
             total_size=page.total_size,
         )
 

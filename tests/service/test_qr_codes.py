@@ -10,7 +10,8 @@ import asyncio
 import io
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -19,6 +20,8 @@ import zxingcpp
 from google.protobuf import field_mask_pb2
 from PIL import Image
 
+from qrsys_grpc.server import RunningServer, start_server
+from qrsys_grpc.settings import MIN_MESSAGE_BYTES, Settings
 from qrsys_grpc.v1 import auth_pb2_grpc, qr_code_pb2, qr_code_pb2_grpc
 from tests.service.conftest import Account, create_code, register
 from tests.service.richstatus import bad_fields, error_info
@@ -2135,3 +2138,60 @@ async def test_codes_of_a_new_account_are_separate(
 
     assert await total(qr, newcomer) == 0
     assert await export(qr, newcomer, []) == []
+
+
+@pytest.fixture
+async def small_messages_server(
+    tmp_path: Path, database_url: str, server_settings: Settings
+) -> AsyncIterator[RunningServer]:
+    """A server whose messages may hold no more than the least allowed."""
+    settings = server_settings.model_copy(
+        update={"data_dir": tmp_path, "max_message_bytes": MIN_MESSAGE_BYTES}
+    )
+    running = await start_server(settings, database_url)
+    try:
+        yield running
+    finally:
+        await running.stop(0)
+
+
+async def test_a_page_too_large_for_one_response_stops_early_and_continues(
+    small_messages_server: RunningServer,
+) -> None:
+    address = f"127.0.0.1:{small_messages_server.port}"
+    async with grpc.aio.insecure_channel(address) as channel:
+        account = await register(auth_pb2_grpc.AuthServiceStub(channel))
+        qr = qr_code_pb2_grpc.QrCodeServiceStub(channel)
+        # Each code holds its text twice (content and encoded_text): about
+        # 8 KB, so 300 of them need about 2.4 MB, more than one response.
+        created: list[str] = []
+        for batch in range(10):
+            response = await qr.BatchCreateQrCodes(
+                qr_code_pb2.BatchCreateQrCodesRequest(
+                    template=QrCode(
+                        title="Long {n}", content=QrContent(text="1" * 3990 + "{n}")
+                    ),
+                    first_number=1000 + 30 * batch,
+                    count=30,
+                ),
+                metadata=account.metadata,
+            )
+            created += [code.id for code in response.qr_codes]
+        pages: list[qr_code_pb2.ListQrCodesResponse] = []
+        token = ""
+        while True:
+            page = await qr.ListQrCodes(
+                qr_code_pb2.ListQrCodesRequest(page_size=1000, page_token=token),
+                metadata=account.metadata,
+            )
+            pages.append(page)
+            token = page.next_page_token
+            if not token:
+                break
+
+    assert len(pages) == 2
+    assert all(page.ByteSize() <= MIN_MESSAGE_BYTES for page in pages)
+    assert all(page.total_size == 300 for page in pages)
+    listed = [code.id for page in pages for code in page.qr_codes]
+    assert sorted(listed) == sorted(created)
+    assert len(set(listed)) == 300
