@@ -95,6 +95,10 @@ class NotFound(QrsysError):
     reason = "NOT_FOUND"
 
 
+class ReferenceGone(NotFound):
+    """A row the write refers to was deleted meanwhile (a foreign key)."""
+
+
 class AlreadyExists(QrsysError):
     """Creating the thing would duplicate one that exists."""
 

@@ -7,6 +7,7 @@ blocking pool through the render cache.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import re
@@ -356,7 +357,7 @@ class QrCodes:
         definition = await self._blocking.run_cpu(
             define, code.title, code.content, code.style, prefix="qr_code."
         )
-        async with self._db.transaction() as conn:
+        async with self._owner_kept(), self._db.transaction() as conn:
             records, replayed = await QrCodeRepository(conn).create_many(
                 owner_id,
                 [definition.to_new()],
@@ -371,6 +372,22 @@ class QrCodes:
         if not replayed:
             logger.info("created QR code %s", records[0].id)
         return records[0]
+
+    @staticmethod
+    @contextlib.asynccontextmanager
+    async def _owner_kept() -> AsyncIterator[None]:
+        """A code whose owner was deleted while the call ran is refused as
+        the deleted account's session is: the caller must sign in again.
+
+        Raises:
+            errors.Unauthenticated: the owner's account is gone.
+        """
+        try:
+            yield
+        except errors.ReferenceGone as exc:
+            raise errors.Unauthenticated(
+                "the account was deleted; sign in again", reason="SESSION_REVOKED"
+            ) from exc
 
     async def batch_create(
         self,
@@ -423,7 +440,7 @@ class QrCodes:
                 template,
                 range(start, min(start + BATCH_CHUNK, last + 1)),
             )
-        async with self._db.transaction() as conn:
+        async with self._owner_kept(), self._db.transaction() as conn:
             records, replayed = await QrCodeRepository(conn).create_many(
                 owner_id,
                 [definition.to_new() for definition in definitions],

@@ -72,7 +72,7 @@ def translate(exc: Exception) -> errors.QrsysError | None:
                 "the value is taken already, perhaps by a concurrent call"
             )
         if state == FOREIGN_KEY_VIOLATION:
-            return errors.NotFound("a record this call refers to no longer exists")
+            return errors.ReferenceGone("a record this call refers to no longer exists")
         if state.startswith(DATA_EXCEPTION_CLASS):
             return errors.InvalidArgument.field(
                 "", "a value could not be stored as sent", reason="INVALID_VALUE"

@@ -22,8 +22,8 @@ from PIL import Image
 
 from qrsys_grpc.server import RunningServer, start_server
 from qrsys_grpc.settings import MIN_MESSAGE_BYTES, Settings
-from qrsys_grpc.v1 import auth_pb2_grpc, qr_code_pb2, qr_code_pb2_grpc
-from tests.service.conftest import Account, create_code, register
+from qrsys_grpc.v1 import auth_pb2, auth_pb2_grpc, qr_code_pb2, qr_code_pb2_grpc
+from tests.service.conftest import PASSWORD, Account, create_code, register
 from tests.service.richstatus import bad_fields, error_info
 
 Stub = qr_code_pb2_grpc.QrCodeServiceStub
@@ -2195,3 +2195,30 @@ async def test_a_page_too_large_for_one_response_stops_early_and_continues(
     listed = [code.id for page in pages for code in page.qr_codes]
     assert sorted(listed) == sorted(created)
     assert len(set(listed)) == 300
+
+
+async def test_a_batch_whose_account_is_deleted_meanwhile_is_refused_as_signed_out(
+    auth: auth_pb2_grpc.AuthServiceStub, qr: qr_code_pb2_grpc.QrCodeServiceStub
+) -> None:
+    account = await register(auth)
+    # Three hundred symbols take seconds to build; the account goes meanwhile.
+    batch = asyncio.ensure_future(
+        qr.BatchCreateQrCodes(
+            qr_code_pb2.BatchCreateQrCodesRequest(
+                template=QrCode(
+                    title="Gone {n}", content=QrContent(text="g" * 200 + "{n}")
+                ),
+                count=300,
+            ),
+            metadata=account.metadata,
+        )
+    )
+    await asyncio.sleep(0.3)
+    await auth.DeleteAccount(
+        auth_pb2.DeleteAccountRequest(password=PASSWORD), metadata=account.metadata
+    )
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await batch
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert error_info(caught.value).reason == "SESSION_REVOKED"
