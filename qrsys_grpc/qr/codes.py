@@ -41,7 +41,14 @@ MAX_BATCH_NUMBER = 10**15
 MAX_BATCH_CONTENT_BYTES = 256 * 1024
 BATCH_CHUNK = 50
 NUMBER_PLACEHOLDER = "{n}"
-_ETAG = re.compile(r'W/"(?P<version>[0-9]{1,10})-(?P<tag>[0-9a-f]{8})"')
+# Exactly the form etag() writes: a version without leading zeros.
+_ETAG = re.compile(r'W/"(?P<version>[1-9][0-9]{0,9})-(?P<tag>[0-9a-f]{8})"')
+MAX_VERSION = 2**31 - 1
+"""The largest version the ``version`` column holds."""
+# The one spelling of a UUID that qrsys writes, in either case.
+_UUID = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
 EXPORT_PAGE = 10
 
 UPDATABLE_PATHS = frozenset(
@@ -96,12 +103,11 @@ def parse_id(value: str, *, field: str = "id") -> uuid.UUID:
     """
     if not value:
         raise errors.InvalidArgument.field(field, "is required")
-    try:
-        if len(value) > 45:
-            raise ValueError(value)
-        return uuid.UUID(value)
-    except ValueError:
-        raise errors.InvalidArgument.field(field, "must be a UUID") from None
+    if _UUID.fullmatch(value) is None:
+        raise errors.InvalidArgument.field(
+            field, "must be a UUID as qrsys writes it (8-4-4-4-12 hex digits)"
+        )
+    return uuid.UUID(value)
 
 
 def _code_tag(code_id: uuid.UUID) -> str:
@@ -122,7 +128,7 @@ def parse_etag(value: str, *, field: str, code_id: uuid.UUID) -> int:
         errors.EtagMismatch: an etag of another code.
     """
     match = _ETAG.fullmatch(value)
-    if match is None:
+    if match is None or int(match["version"]) > MAX_VERSION:
         raise errors.InvalidArgument.field(
             field, "is not an etag returned by qrsys; send it back unchanged"
         )

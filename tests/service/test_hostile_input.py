@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import re
+from typing import Any
 
 import grpc
 import pytest
@@ -266,6 +267,79 @@ class TestEtags:
             )
         )
         assert bad_fields(error) == ["etag"]
+
+    @pytest.mark.parametrize(
+        "version",
+        ["01", "0", "2147483648", "9999999999"],
+        ids=["leading-zero", "zero", "past-int32", "ten-digits"],
+    )
+    async def test_an_etag_qrsys_cannot_have_written_names_its_field(
+        self, qr: qr_code_pb2_grpc.QrCodeServiceStub, account: Account, version: str
+    ) -> None:
+        code = await create_code(qr, account)
+        forged = re.sub(r"^W/\"1-", f'W/"{version}-', code.etag)
+        assert forged != code.etag
+
+        deleting = await failure(
+            qr.DeleteQrCode(
+                qr_code_pb2.DeleteQrCodeRequest(id=code.id, etag=forged),
+                metadata=account.metadata,
+            )
+        )
+        update = qr_code_pb2.UpdateQrCodeRequest(
+            qr_code=qr_code_pb2.QrCode(id=code.id, title="changed", etag=forged)
+        )
+        update.update_mask.paths.append("title")
+        updating = await failure(qr.UpdateQrCode(update, metadata=account.metadata))
+
+        assert deleting.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert bad_fields(deleting) == ["etag"]
+        assert updating.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert bad_fields(updating) == ["qr_code.etag"]
+        got = await qr.GetQrCode(
+            qr_code_pb2.GetQrCodeRequest(id=code.id), metadata=account.metadata
+        )
+        assert got.qr_code.title == code.title
+
+
+class TestIds:
+    """An id is a UUID in the one form qrsys writes, or INVALID_ARGUMENT."""
+
+    @pytest.mark.parametrize(
+        "spelling",
+        [
+            lambda u: "{" + u + "}",
+            lambda u: "urn:uuid:" + u,
+            lambda u: u.replace("-", ""),
+            lambda u: "\u0660" * 32,
+            lambda u: " " + u,
+        ],
+        ids=["braces", "urn", "no-hyphens", "arabic-indic-digits", "leading-space"],
+    )
+    async def test_other_spellings_of_an_id_name_the_field(
+        self,
+        qr: qr_code_pb2_grpc.QrCodeServiceStub,
+        account: Account,
+        spelling: Any,
+    ) -> None:
+        code = await create_code(qr, account)
+        error = await failure(
+            qr.GetQrCode(
+                qr_code_pb2.GetQrCodeRequest(id=spelling(code.id)),
+                metadata=account.metadata,
+            )
+        )
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert bad_fields(error) == ["id"]
+
+    async def test_an_id_in_capitals_is_the_same_code(
+        self, qr: qr_code_pb2_grpc.QrCodeServiceStub, account: Account
+    ) -> None:
+        code = await create_code(qr, account)
+        got = await qr.GetQrCode(
+            qr_code_pb2.GetQrCodeRequest(id=code.id.upper()), metadata=account.metadata
+        )
+        assert got.qr_code.id == code.id
 
 
 async def test_an_export_stops_when_its_session_ends(
