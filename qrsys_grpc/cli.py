@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import getpass
+import io
 import json
 import os
 import re
@@ -51,6 +52,8 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
+"""128 + SIGPIPE, as a shell tool whose reader went away (``| head``)."""
 
 SERVER_ENV = "QRSYS_SERVER"
 CREDENTIALS_ENV = "QRSYS_CREDENTIALS_FILE"
@@ -214,7 +217,7 @@ class CredentialStore:
     def load(self) -> Credentials | None:
         """The stored credentials, or ``None`` when there are none."""
         try:
-            raw = self.path.read_text(encoding="utf-8")
+            raw = self.path.read_bytes()
             mode = self.path.stat().st_mode
         except FileNotFoundError:
             return None
@@ -223,7 +226,7 @@ class CredentialStore:
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
             warn(f"{self.path} can be read by other users; run: chmod 600 {self.path}")
         try:
-            data = json.loads(raw)
+            data = json.loads(raw.decode("utf-8"))
             server = data["server"]
             if not isinstance(server, str) or not server:
                 raise ValueError("no server")
@@ -1003,7 +1006,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     return result
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit, after its
+    reader went away, raises nothing more."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass  # not a real file (a test's capture): nothing is left to flush
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import io
 import json
 import os
 import stat
+import subprocess
 import sys
 import uuid
 from collections.abc import Awaitable, Callable
@@ -486,11 +487,16 @@ async def test_default_location_is_under_xdg_config_home(
     )
 
 
+@pytest.mark.parametrize(
+    "damage",
+    [b"{not json", b"\xff\xfe", b"[]", b'{"server": 5}'],
+    ids=["not-json", "not-utf8", "a-list", "wrong-types"],
+)
 async def test_a_damaged_credentials_file_is_reported(
-    run: Run, account: Account, credentials_file: Path
+    run: Run, account: Account, credentials_file: Path, damage: bytes
 ) -> None:
     credentials_file.parent.mkdir(parents=True)
-    write(credentials_file, "{not json")
+    await asyncio.to_thread(credentials_file.write_bytes, damage)
     result = await run("whoami")
     assert result.code == 1
     assert "damaged" in result.err
@@ -533,3 +539,34 @@ def test_format_from_extension() -> None:
     with pytest.raises(cli.CliError) as caught:
         cli.format_for_output("x", None)
     assert caught.value.exit_code == 2
+
+
+async def test_a_reader_that_goes_away_ends_the_command_quietly(
+    run: Run, account: Account
+) -> None:
+    """``qrsys list --json | head -n 1``: the installed command, in a
+    process of its own, with more output than a pipe holds."""
+    await login(run, account)
+    batch = await run("batch", "--template", URL_TEMPLATE, "--count", "400")
+    assert batch.code == 0, batch.err
+    command = Path(sys.executable).parent / "qrsys"
+
+    def list_into_a_closing_pipe() -> tuple[int, bytes, bytes]:
+        process = subprocess.Popen(
+            [str(command), "list", "--json"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert process.stdout is not None
+        assert process.stderr is not None
+        first = process.stdout.readline()
+        process.stdout.close()
+        errors = process.stderr.read()
+        return process.wait(timeout=60), first, errors
+
+    code, first, errors = await asyncio.to_thread(list_into_a_closing_pipe)
+
+    assert first.strip() == b"["
+    assert errors == b""
+    assert code == cli.EXIT_BROKEN_PIPE
