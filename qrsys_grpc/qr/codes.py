@@ -27,6 +27,7 @@ from qrsys_grpc.repository.qr_codes import (
     NewQrCode,
     QrCodeRecord,
     QrCodeRepository,
+    Replay,
 )
 from qrsys_grpc.text import check_no_controls
 from qrsys_grpc.v1 import qr_code_pb2
@@ -135,6 +136,25 @@ def parse_etag(value: str, *, field: str, code_id: uuid.UUID) -> int:
     if match["tag"] != _code_tag(code_id):
         raise errors.EtagMismatch("the etag belongs to another QR code")
     return int(match["version"])
+
+
+def replayed(replay: Replay) -> list[QrCodeRecord]:
+    """The answer to a retried create: exactly what the first call returned.
+
+    Raises:
+        errors.NotFound: some of its codes were deleted since, so that
+            answer cannot be given again.
+    """
+    if replay.complete:
+        return replay.records
+    missing = replay.created - len(replay.records)
+    raise errors.NotFound(
+        "the QR code created under this request_id was deleted"
+        if replay.created == 1
+        else f"{missing} of the {replay.created} QR codes created under this "
+        "request_id were deleted",
+        reason="QR_CODE_NOT_FOUND",
+    )
 
 
 def check_title(title: str, *, field: str) -> str:
@@ -364,19 +384,15 @@ class QrCodes:
             define, code.title, code.content, code.style, prefix="qr_code."
         )
         async with self._owner_kept(), self._db.transaction() as conn:
-            records, replayed = await QrCodeRepository(conn).create_many(
+            records, replay = await QrCodeRepository(conn).create_many(
                 owner_id,
                 [definition.to_new()],
                 operation="create",
                 request_id=request_id,
             )
-        if not records:
-            raise errors.NotFound(
-                "the QR code created under this request_id was deleted",
-                reason="QR_CODE_NOT_FOUND",
-            )
-        if not replayed:
-            logger.info("created QR code %s", records[0].id)
+        if replay is not None:
+            return replayed(replay)[0]
+        logger.info("created QR code %s", records[0].id)
         return records[0]
 
     @staticmethod
@@ -425,7 +441,7 @@ class QrCodes:
                     owner_id, "batch_create", request_id
                 )
             if earlier is not None:
-                return earlier
+                return replayed(earlier)
 
         # The first code tells what the batch will cost; the rest are built a
         # chunk at a time, so a cancelled call stops after the current chunk.
@@ -447,14 +463,15 @@ class QrCodes:
                 range(start, min(start + BATCH_CHUNK, last + 1)),
             )
         async with self._owner_kept(), self._db.transaction() as conn:
-            records, replayed = await QrCodeRepository(conn).create_many(
+            records, replay = await QrCodeRepository(conn).create_many(
                 owner_id,
                 [definition.to_new() for definition in definitions],
                 operation="batch_create",
                 request_id=request_id,
             )
-        if not replayed:
-            logger.info("created a batch of %d QR codes", len(records))
+        if replay is not None:
+            return replayed(replay)
+        logger.info("created a batch of %d QR codes", len(records))
         return records
 
     async def get(self, owner_id: uuid.UUID, code_id: str) -> QrCodeRecord:

@@ -38,6 +38,21 @@ class QrCodeRecord:
 
 
 @dataclass(frozen=True)
+class Replay:
+    """What an earlier call with the same request id created."""
+
+    records: list[QrCodeRecord]
+    """Those of its codes that still exist, in their first order."""
+    created: int
+    """How many codes it created."""
+
+    @property
+    def complete(self) -> bool:
+        """Whether every code it created still exists."""
+        return len(self.records) == self.created
+
+
+@dataclass(frozen=True)
 class NewQrCode:
     """What a caller supplies to store a code."""
 
@@ -87,12 +102,11 @@ class QrCodeRepository:
         *,
         operation: str,
         request_id: str = "",
-    ) -> tuple[list[QrCodeRecord], bool]:
-        """Store ``codes`` in order; return them and whether this was a replay.
+    ) -> tuple[list[QrCodeRecord], Replay | None]:
+        """Store ``codes`` in order; return them, and no replay.
 
         With a ``request_id``, a second call with the same operation and id
-        stores nothing and returns the codes of the first call that still
-        exist.
+        stores nothing and returns the replay of the first call instead.
         """
         if request_id:
             claimed = await self._conn.execute(
@@ -107,7 +121,8 @@ class QrCodeRepository:
                 .returning(idempotency_keys.c.owner_id)
             )
             if claimed.first() is None:
-                return await self._replay(owner_id, operation, request_id), True
+                replay = await self._replay(owner_id, operation, request_id)
+                return replay.records, replay
 
         ids = [uuid.uuid4() for _ in codes]
         rows = [
@@ -138,11 +153,11 @@ class QrCodeRepository:
                 )
                 .values(qr_code_ids=ids)
             )
-        return records, False
+        return records, None
 
     async def _replay(
         self, owner_id: uuid.UUID, operation: str, request_id: str
-    ) -> list[QrCodeRecord]:
+    ) -> Replay:
         records = await self.replay(owner_id, operation, request_id)
         if records is None:
             raise RuntimeError("the idempotency key vanished inside its transaction")
@@ -150,9 +165,9 @@ class QrCodeRepository:
 
     async def replay(
         self, owner_id: uuid.UUID, operation: str, request_id: str
-    ) -> list[QrCodeRecord] | None:
-        """The codes an earlier call with this key created and that still
-        exist, or ``None`` when no call used the key."""
+    ) -> Replay | None:
+        """What an earlier call with this key created, or ``None`` when no
+        call used the key."""
         ids = (
             await self._conn.execute(
                 sa.select(idempotency_keys.c.qr_code_ids).where(
@@ -165,7 +180,7 @@ class QrCodeRepository:
         if ids is None:
             return None
         found = await self.get_many(owner_id, ids)
-        return [found[code_id] for code_id in ids if code_id in found]
+        return Replay([found[code_id] for code_id in ids if code_id in found], len(ids))
 
     async def get(self, owner_id: uuid.UUID, code_id: uuid.UUID) -> QrCodeRecord:
         """Return one code of the owner.

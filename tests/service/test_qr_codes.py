@@ -743,6 +743,23 @@ async def test_batch_create_with_a_request_id_replays_the_same_ids(
     assert await total(qr, account) == 5
 
 
+async def test_a_batch_retried_after_one_of_its_codes_was_deleted_is_not_found(
+    qr: Stub, account: Account
+) -> None:
+    first = await batch(qr, account, 3, request_id="batch-then-delete")
+    await qr.DeleteQrCode(
+        qr_code_pb2.DeleteQrCodeRequest(id=first[1].id), metadata=account.metadata
+    )
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await batch(qr, account, 3, request_id="batch-then-delete")
+
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert error_info(caught.value).reason == "QR_CODE_NOT_FOUND"
+    assert "1 of the 3" in (caught.value.details() or "")
+    assert await total(qr, account) == 2
+
+
 # -- Get -------------------------------------------------------------------
 
 
