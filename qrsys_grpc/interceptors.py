@@ -89,13 +89,19 @@ def bearer_token(metadata: tuple[tuple[str, str | bytes], ...]) -> str:
     """The token of ``authorization: Bearer <token>`` metadata.
 
     Raises:
-        errors.Unauthenticated: missing, or not of the Bearer scheme.
+        errors.Unauthenticated: missing, repeated, or not of the Bearer scheme.
     """
     values = [value for key, value in metadata if key == "authorization"]
     if not values:
         raise errors.Unauthenticated(
             "this call needs `authorization: Bearer <access token>` metadata",
             reason="TOKEN_MISSING",
+        )
+    if len(values) > 1:
+        # Which one a proxy or a retry meant is anyone's guess: refuse both.
+        raise errors.Unauthenticated(
+            "send one `authorization` metadata entry, not several",
+            reason="TOKEN_INVALID",
         )
     value = values[0]
     if isinstance(value, bytes):

@@ -736,6 +736,19 @@ class TestAccessTokens:
             reason="TOKEN_INVALID",
         )
 
+    async def test_two_authorization_entries_are_refused_even_if_both_are_good(
+        self, auth: AuthStub, account: Account
+    ) -> None:
+        good = f"Bearer {account.tokens.access_token}"
+        await refused(
+            auth.GetCurrentUser(
+                auth_pb2.GetCurrentUserRequest(),
+                metadata=(("authorization", good), ("authorization", good)),
+            ),
+            Code.UNAUTHENTICATED,
+            reason="TOKEN_INVALID",
+        )
+
     async def test_access_token_without_scheme_is_unauthenticated(
         self, auth: AuthStub, account: Account
     ) -> None:
