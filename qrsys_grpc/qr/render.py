@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import segno
 from cachetools import LRUCache
+from coloraide import Color
 
 from qrsys_grpc.errors import ContentTooLong, FieldViolation, InvalidArgument
 from qrsys_grpc.qr.content import EPC_ERROR_CORRECTION
@@ -28,11 +29,13 @@ __all__ = [
     "MAX_BORDER",
     "MAX_SCALE",
     "MIN_BORDER",
+    "MIN_CONTRAST",
     "MIN_SCALE",
     "ImageFormat",
     "RenderCache",
     "Style",
     "Symbol",
+    "contrast",
     "make_symbol",
     "render",
     "style_from_proto",
@@ -47,6 +50,10 @@ MAX_PNG_SIDE = 4096
 # None lets segno pick the recommended quiet zone: 4 modules, 2 for Micro QR.
 DEFAULT_BORDER: int | None = None
 DEFAULT_ERROR_CORRECTION = "M"
+MIN_CONTRAST = 2.0
+"""The least WCAG contrast ratio between the colours: below it, phone
+cameras in ordinary light miss modules that a clean image still shows."""
+
 DEFAULT_DARK_COLOR = "#000000"
 DEFAULT_LIGHT_COLOR = "#ffffff"
 DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
@@ -170,6 +177,13 @@ def _normalise_color(value: str) -> str | None:
     return "#" + digits
 
 
+def contrast(dark: str, light: str) -> float:
+    """The WCAG 2.1 contrast ratio of the two colours as printed: the light
+    one over white paper, the dark one over that."""
+    paper = Color.layer([light, "white"])
+    return float(Color.layer([dark, paper]).contrast(paper, method="wcag21"))
+
+
 def style_from_proto(style: qr_code_pb2.QrStyle | None, *, kind: str) -> Style:
     """Validate a ``QrStyle`` for content of ``kind`` and normalise it.
 
@@ -227,8 +241,19 @@ def style_from_proto(style: qr_code_pb2.QrStyle | None, *, kind: str) -> Style:
         violations.append(
             FieldViolation("dark_color", "dark modules must not be fully transparent")
         )
+        dark = None  # already refused; nothing to compare
     if dark is not None and dark == light:
         violations.append(FieldViolation("light_color", "must differ from dark_color"))
+    elif dark is not None and light is not None:
+        ratio = contrast(dark, light)
+        if ratio < MIN_CONTRAST:
+            violations.append(
+                FieldViolation(
+                    "light_color",
+                    f"contrast with dark_color is {ratio:.2f}:1; a code must "
+                    f"have at least {MIN_CONTRAST:g}:1 to scan reliably",
+                )
+            )
 
     border: int | None = None
     if style.HasField("border"):

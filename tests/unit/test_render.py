@@ -21,11 +21,13 @@ from qrsys_grpc.qr.render import (
     DEFAULT_SCALE,
     MAX_BORDER,
     MAX_SCALE,
+    MIN_CONTRAST,
     MIN_SCALE,
     ImageFormat,
     RenderCache,
     Style,
     Symbol,
+    contrast,
     make_symbol,
     render,
     style_from_proto,
@@ -122,15 +124,15 @@ class TestStyleFromProto:
         assert violation(caught.value)[0] == "error_correction"
 
     @pytest.mark.parametrize(
-        ("given", "normalised"),
+        ("given", "normalised", "partner"),
         [
-            ("#abc", "#aabbcc"),
-            ("#ABCD", "#aabbccdd"),
-            ("#12AB34", "#12ab34"),
-            ("#12ab34cc", "#12ab34cc"),
-            ("#12AB34FF", "#12ab34"),
-            ("#123F", "#112233"),
-            (" #123456 ", "#123456"),
+            ("#abc", "#aabbcc", "#000"),
+            ("#ABCD", "#aabbccdd", "#000"),
+            ("#12AB34", "#12ab34", "#000"),
+            ("#12ab34cc", "#12ab34cc", "#000"),
+            ("#12AB34FF", "#12ab34", "#000"),
+            ("#123F", "#112233", "#fff"),
+            (" #123456 ", "#123456", "#fff"),
         ],
         ids=[
             "rgb",
@@ -142,13 +144,55 @@ class TestStyleFromProto:
             "spaces",
         ],
     )
-    def test_normalises_colours(self, given: str, normalised: str) -> None:
-        style = style_from_proto(pb.QrStyle(dark_color=given), kind="text")
+    def test_normalises_colours(
+        self, given: str, normalised: str, partner: str
+    ) -> None:
+        """Each colour beside one it contrasts with, as dark and as light."""
+        style = style_from_proto(
+            pb.QrStyle(dark_color=given, light_color=partner), kind="text"
+        )
         assert style.dark_color == normalised
         style = style_from_proto(
-            pb.QrStyle(dark_color="#000", light_color=given), kind="text"
+            pb.QrStyle(dark_color=partner, light_color=given), kind="text"
         )
         assert style.light_color == normalised
+
+    @pytest.mark.parametrize(
+        ("dark", "light"),
+        [
+            ("#000000", "#010101"),
+            ("#fefefe", "#ffffff"),
+            ("#808080", "#7f7f7f"),
+            ("#ffcc00", "#ffffff"),
+            ("#00000020", "#ffffff"),
+        ],
+        ids=["near-black", "near-white", "mid-grey", "yellow-on-white", "faint-dark"],
+    )
+    def test_rejects_colours_too_alike_to_scan(self, dark: str, light: str) -> None:
+        with pytest.raises(InvalidArgument) as caught:
+            style_from_proto(
+                pb.QrStyle(dark_color=dark, light_color=light), kind="text"
+            )
+        path, description = violation(caught.value)
+        assert path == "light_color"
+        assert f"at least {MIN_CONTRAST:g}:1" in description
+
+    @pytest.mark.parametrize(
+        ("dark", "light", "ratio"),
+        [
+            ("#000000", "#ffffff", 21.0),
+            ("#ffffff", "#000000", 21.0),
+            ("#8b0000", "#ffffff", 10.01),
+            ("#000000", "#ffffff00", 21.0),
+            ("#777777", "#ffffff", 4.48),
+        ],
+        ids=["black-on-white", "inverted", "dark-red", "clear-background", "grey"],
+    )
+    def test_contrast_is_wcag_as_printed_on_white(
+        self, dark: str, light: str, ratio: float
+    ) -> None:
+        assert contrast(dark, light) == pytest.approx(ratio, abs=0.01)
+        style_from_proto(pb.QrStyle(dark_color=dark, light_color=light), kind="text")
 
     @pytest.mark.parametrize(
         "color",
