@@ -1,8 +1,10 @@
-"""The check every user-supplied string passes: no control characters.
+"""The checks user-supplied strings pass: no control characters, and
+something to see.
 
 Control characters (Unicode category Cc: C0, DEL and C1, such as NUL, ESC or
-CSI) have no place in names, titles or QR text; multi-line fields may still
-hold tab, line feed and carriage return.
+CSI) have no place in names, titles or QR text; nor have the line and
+paragraph separators U+2028 and U+2029 in a single-line field. Multi-line
+fields may hold tab, line feed, carriage return and those separators.
 """
 
 from __future__ import annotations
@@ -12,6 +14,11 @@ import unicodedata
 from qrsys_grpc import errors
 
 LINE_BREAKS = frozenset("\t\n\r")
+SEPARATORS = frozenset(("Zl", "Zp"))
+"""The categories of U+2028 LINE SEPARATOR and U+2029 PARAGRAPH SEPARATOR."""
+UNSEEN = frozenset(("Cc", "Cf", "Zs", "Zl", "Zp"))
+"""Categories that draw nothing: controls, formats (such as U+200B ZERO
+WIDTH SPACE) and spaces."""
 
 
 def check_no_controls(value: str, field: str, *, multiline: bool = False) -> None:
@@ -21,13 +28,25 @@ def check_no_controls(value: str, field: str, *, multiline: bool = False) -> Non
         errors.InvalidArgument: on ``field``, naming the character and where.
     """
     for position, char in enumerate(value):
-        if unicodedata.category(char) != "Cc":
-            continue
-        if multiline and char in LINE_BREAKS:
-            continue
-        allowed = " other than tab, line feed and carriage return" if multiline else ""
-        raise errors.InvalidArgument.field(
-            field,
-            f"must not contain control characters{allowed}: found "
-            f"U+{ord(char):04X} at position {position}",
-        )
+        category = unicodedata.category(char)
+        if category == "Cc" and not (multiline and char in LINE_BREAKS):
+            allowed = (
+                " other than tab, line feed and carriage return" if multiline else ""
+            )
+            raise errors.InvalidArgument.field(
+                field,
+                f"must not contain control characters{allowed}: found "
+                f"U+{ord(char):04X} at position {position}",
+            )
+        if category in SEPARATORS and not multiline:
+            raise errors.InvalidArgument.field(
+                field,
+                f"must be one line: found the separator U+{ord(char):04X} at "
+                f"position {position}",
+            )
+
+
+def is_blank(value: str) -> bool:
+    """Whether ``value`` draws nothing: empty, or only spaces and
+    invisible characters."""
+    return all(unicodedata.category(char) in UNSEEN for char in value)

@@ -29,7 +29,7 @@ from qrsys_grpc.repository.qr_codes import (
     QrCodeRepository,
     Replay,
 )
-from qrsys_grpc.text import check_no_controls
+from qrsys_grpc.text import check_no_controls, is_blank
 from qrsys_grpc.v1 import qr_code_pb2
 
 logger = logging.getLogger(__name__)
@@ -163,8 +163,10 @@ def check_title(title: str, *, field: str) -> str:
     Raises:
         errors.InvalidArgument: otherwise.
     """
-    if not title.strip():
-        raise errors.InvalidArgument.field(field, "is required")
+    if is_blank(title):
+        raise errors.InvalidArgument.field(
+            field, "is required: at least one visible character"
+        )
     if len(title) > MAX_TITLE_LENGTH:
         raise errors.InvalidArgument.field(
             field, f"must be at most {MAX_TITLE_LENGTH} characters"

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import re
+import uuid
 from typing import Any
 
 import grpc
@@ -136,6 +137,42 @@ class TestControlCharacters:
         )
         assert error.code() == grpc.StatusCode.UNAUTHENTICATED
         assert error_info(error).reason == "INVALID_CREDENTIALS"
+
+
+class TestInvisibleText:
+    """Text that shows nothing, or breaks a line, where one line is wanted."""
+
+    async def test_a_title_of_only_invisible_characters_is_missing(
+        self, qr: qr_code_pb2_grpc.QrCodeServiceStub, account: Account
+    ) -> None:
+        error = await failure(
+            qr.CreateQrCode(
+                qr_code_pb2.CreateQrCodeRequest(
+                    qr_code=qr_code_pb2.QrCode(
+                        title="\u200b\u2060",
+                        content=qr_code_pb2.QrContent(text="hi"),
+                    )
+                ),
+                metadata=account.metadata,
+            )
+        )
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert bad_fields(error) == ["qr_code.title"]
+
+    async def test_a_display_name_with_a_line_separator_is_refused(
+        self, auth: auth_pb2_grpc.AuthServiceStub
+    ) -> None:
+        error = await failure(
+            auth.Register(
+                auth_pb2.RegisterRequest(
+                    email=f"sep-{uuid.uuid4().hex[:8]}@example.com",
+                    password=PASSWORD,
+                    display_name="Trattoria\u2028Roma",
+                )
+            )
+        )
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert bad_fields(error) == ["display_name"]
 
 
 class TestBounds:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from qrsys_grpc import errors
-from qrsys_grpc.text import check_no_controls
+from qrsys_grpc.text import check_no_controls, is_blank
 
 
 @pytest.mark.parametrize(
@@ -47,3 +47,30 @@ def test_multiline_text_keeps_tab_and_line_breaks_but_not_other_controls() -> No
     check_no_controls("a\tb\r\nc", "text", multiline=True)
     with pytest.raises(errors.InvalidArgument, match=r"U\+0085"):
         check_no_controls("a\x85b", "text", multiline=True)
+
+
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029"], ids=["line", "paragraph"])
+def test_a_single_line_field_refuses_line_and_paragraph_separators(
+    separator: str,
+) -> None:
+    with pytest.raises(errors.InvalidArgument, match="must be one line"):
+        check_no_controls(f"Trattoria{separator}Roma", "display_name")
+    check_no_controls(f"first{separator}second", "text", multiline=True)
+
+
+@pytest.mark.parametrize(
+    ("value", "blank"),
+    [
+        ("", True),
+        ("   ", True),
+        ("\u200b", True),
+        ("\u200b\u00a0\u2060", True),
+        ("\ufeff", True),
+        ("Table 7", False),
+        ("\u200bx", False),
+        ("👨\u200d🍳", False),
+    ],
+    ids=["empty", "spaces", "zwsp", "zwsp-nbsp-wj", "bom", "words", "zwsp-x", "emoji"],
+)
+def test_blank_means_nothing_to_see(value: str, blank: bool) -> None:
+    assert is_blank(value) is blank
