@@ -11,6 +11,8 @@ from decimal import Decimal
 from urllib.parse import quote
 
 import segno.helpers
+from schwifty import BIC, IBAN
+from schwifty import exceptions as schwifty_errors
 
 from qrsys_grpc.errors import ContentTooLong, InvalidArgument
 from qrsys_grpc.text import check_no_controls
@@ -24,7 +26,6 @@ __all__ = [
     "MAX_URL_CHARS",
     "content_kind",
     "encode_content",
-    "iban_is_valid",
 ]
 
 CONTENT_KINDS = ("text", "url", "wifi", "contact", "email", "sms", "geo", "epc")
@@ -51,8 +52,6 @@ _EMAIL_ATOM = r"[^\s@<>()\[\],;:\"\\]"
 _EMAIL = re.compile(
     rf"{_EMAIL_ATOM}{{1,64}}@(?:[^\s@<>()\[\],;:\"\\.]+\.)+[^\s@<>()\[\],;:\"\\.]{{2,}}"
 )
-_IBAN = re.compile(r"[A-Z]{2}[0-9]{2}[A-Z0-9]{11,30}")
-_BIC = re.compile(r"[A-Z]{4}[A-Z]{2}[A-Z0-9]{2}(?:[A-Z0-9]{3})?")
 _AMOUNT = re.compile(r"[0-9]+(?:\.[0-9]{1,2})?")
 
 _WIFI_ESCAPE = str.maketrans({c: "\\" + c for c in '\\;,:"'})
@@ -102,18 +101,6 @@ def encode_content(content: qr_code_pb2.QrContent) -> str:
     if kind == "geo":
         return _encode_geo(content.geo)
     return _encode_epc(content.epc)
-
-
-def iban_is_valid(iban: str) -> bool:
-    """Tell whether ``iban`` (upper case, no spaces) passes ISO 13616 mod-97.
-
-    Never raises: malformed input is simply not valid.
-    """
-    if not _IBAN.fullmatch(iban):
-        return False
-    rearranged = iban[4:] + iban[:4]
-    digits = "".join(str(int(char, 36)) for char in rearranged)
-    return int(digits) % 97 == 1
 
 
 # -- shared checks ---------------------------------------------------------
@@ -434,6 +421,54 @@ def _epc_amount(value: str) -> str:
     return "EUR" + f"{amount:.2f}".rstrip("0").rstrip(".")
 
 
+def _sepa_iban(value: str) -> str:
+    """The IBAN of an account in the SEPA zone, compact and upper case.
+
+    schwifty checks the country's length and structure and the ISO 13616
+    check digits.
+
+    Raises:
+        InvalidArgument: on ``epc.iban``.
+    """
+    _check_chars(value, "epc.iban", multiline=False)
+    if not value.strip():
+        raise InvalidArgument.field("epc.iban", "is required")
+    try:
+        iban = IBAN(value)
+    except schwifty_errors.InvalidChecksumDigits:
+        raise InvalidArgument.field(
+            "epc.iban", f"{value[:40]!r} has a wrong check sum (ISO 13616 mod 97)"
+        ) from None
+    except schwifty_errors.SchwiftyException as exc:
+        raise InvalidArgument.field(
+            "epc.iban", f"{value[:40]!r} is not an IBAN: {exc}"
+        ) from None
+    if not iban.in_sepa_zone:
+        raise InvalidArgument.field(
+            "epc.iban",
+            f"an account in {iban.country_code} is outside the SEPA zone, which "
+            "an EPC credit transfer needs",
+        )
+    return str(iban.compact)
+
+
+def _bic(value: str) -> str:
+    """An optional BIC, compact and upper case; "" when none is given.
+
+    Raises:
+        InvalidArgument: on ``epc.bic``.
+    """
+    _check_chars(value, "epc.bic", multiline=False)
+    if not value.strip():
+        return ""
+    try:
+        return str(BIC(value.strip()).compact)
+    except schwifty_errors.SchwiftyException as exc:
+        raise InvalidArgument.field(
+            "epc.bic", f"{value[:20]!r} is not a BIC: {exc}"
+        ) from None
+
+
 def _encode_epc(epc: qr_code_pb2.EpcContent) -> str:
     """Build an EPC069-12 version 002 SEPA credit transfer in UTF-8.
 
@@ -447,28 +482,8 @@ def _encode_epc(epc: qr_code_pb2.EpcContent) -> str:
     """
     name = _required(epc.name, "epc.name")
     _max_chars(name, "epc.name", EPC_MAX_NAME_CHARS)
-    iban_input: str = epc.iban
-    _check_chars(iban_input, "epc.iban", multiline=False)
-    iban = iban_input.replace(" ", "").upper()
-    if not iban:
-        raise InvalidArgument.field("epc.iban", "is required")
-    if not _IBAN.fullmatch(iban):
-        raise InvalidArgument.field(
-            "epc.iban",
-            f"{iban_input[:40]!r} is not an IBAN: 2 letters, 2 check digits and "
-            "11 to 30 letters or digits",
-        )
-    if not iban_is_valid(iban):
-        raise InvalidArgument.field(
-            "epc.iban", f"{iban_input[:40]!r} has a wrong check sum (ISO 13616 mod 97)"
-        )
-    bic_input: str = epc.bic
-    _check_chars(bic_input, "epc.bic", multiline=False)
-    bic = bic_input.strip().upper()
-    if bic and not _BIC.fullmatch(bic):
-        raise InvalidArgument.field(
-            "epc.bic", f"{bic_input[:20]!r} is not a BIC of 8 or 11 letters and digits"
-        )
+    iban = _sepa_iban(epc.iban)
+    bic = _bic(epc.bic)
     amount = _epc_amount(epc.amount)
     text = _optional(epc.text, "epc.text")
     _max_chars(text, "epc.text", EPC_MAX_TEXT_CHARS)
