@@ -35,6 +35,11 @@ MAX_URL_CHARS = 4096
 WIFI_MAX_SSID_BYTES = 32
 WPA_MIN_PASSWORD_CHARS = 8
 WPA_MAX_PASSWORD_CHARS = 63
+WEP_KEY_CHARS = (5, 13, 16, 29)
+"""The lengths of a WEP key typed as text (40, 104, 128 and 232 bits)."""
+WEP_KEY_HEX_DIGITS = (10, 26, 32, 58)
+"""The same keys written in hex digits."""
+_HEX = re.compile(r"[0-9A-Fa-f]+")
 MAX_PHONE_CHARS = 32
 MAX_EMAIL_CHARS = 254
 EPC_MAX_NAME_CHARS = 70
@@ -237,6 +242,15 @@ def _encode_wifi(wifi: qr_code_pb2.WifiContent) -> str:
         )
     if auth == "WEP" and not password:
         raise InvalidArgument.field("wifi.password", "a WEP network needs a password")
+    if auth == "WEP" and not (
+        len(password) in WEP_KEY_CHARS
+        or (len(password) in WEP_KEY_HEX_DIGITS and _HEX.fullmatch(password))
+    ):
+        raise InvalidArgument.field(
+            "wifi.password",
+            f"a WEP key has 5, 13, 16 or 29 characters, or 10, 26, 32 or 58 hex "
+            f"digits, got {len(password)} characters",
+        )
     parts = [f"WIFI:T:{auth};S:{ssid.translate(_WIFI_ESCAPE)};"]
     if auth != "nopass":
         parts.append(f"P:{password.translate(_WIFI_ESCAPE)};")

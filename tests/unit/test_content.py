@@ -270,6 +270,30 @@ class TestWifi:
             == f"WIFI:T:WPA;S:x;P:{'p' * length};;"
         )
 
+    @pytest.mark.parametrize(
+        "key",
+        ["12345", "a" * 13, "b" * 16, "c" * 29, "0a1B2c3D4e", "f" * 26, "0" * 58],
+        ids=["40-bit", "104-bit", "128-bit", "232-bit", "hex-10", "hex-26", "hex-58"],
+    )
+    def test_accepts_wep_keys_of_every_size(self, key: str) -> None:
+        assert wifi(ssid="old", password=key, security=pb.WIFI_SECURITY_WEP) == (
+            f"WIFI:T:WEP;S:old;P:{key};;"
+        )
+
+    @pytest.mark.parametrize(
+        "key",
+        ["abc", "123456", "g" * 10, "z" * 26, "1" * 63],
+        ids=["3", "6", "10-not-hex", "26-not-hex", "63"],
+    )
+    def test_rejects_a_wep_key_no_network_can_have(self, key: str) -> None:
+        words = fails(
+            "wifi.password",
+            wifi=pb.WifiContent(
+                ssid="old", password=key, security=pb.WIFI_SECURITY_WEP
+            ),
+        )
+        assert "a WEP key has" in words
+
     def test_segno_helper_is_not_used_because_it_misses_comma_and_final_semicolon(
         self,
     ) -> None:
