@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import pickle
 import socket
 import uuid
@@ -21,10 +20,8 @@ from typing import Any
 import grpc
 import jwt
 import pytest
-import zxingcpp
 from cryptography.hazmat.primitives import serialization
 from grpc_status import rpc_status
-from PIL import Image
 
 from qrsys_grpc.auth.tokens import SigningKey
 from qrsys_grpc.client import (
@@ -50,7 +47,13 @@ from qrsys_grpc.client import (
 from qrsys_grpc.server import RunningServer, start_server
 from qrsys_grpc.settings import Settings
 from qrsys_grpc.v1 import auth_pb2_grpc, qr_code_pb2, qr_code_pb2_grpc
-from tests.service.conftest import PASSWORD, Account, register, unique_email
+from tests.service.conftest import (
+    PASSWORD,
+    Account,
+    decoded,
+    register,
+    unique_email,
+)
 from tests.service.test_operations import Authority
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -85,12 +88,6 @@ def expired_access_token(settings: Settings, access_token: str) -> str:
 def pair_of(account: Account) -> TokenPair:
     """The account's tokens as the client keeps them."""
     return TokenPair.from_proto(account.tokens)
-
-
-def decoded(png: bytes) -> list[str]:
-    """What zxing-cpp reads in a PNG."""
-    image = Image.open(io.BytesIO(png))
-    return [barcode.text for barcode in zxingcpp.read_barcodes(image)]
 
 
 def target(server: RunningServer) -> str:

@@ -23,7 +23,7 @@ from PIL import Image
 from qrsys_grpc.server import RunningServer, start_server
 from qrsys_grpc.settings import MIN_MESSAGE_BYTES, Settings
 from qrsys_grpc.v1 import auth_pb2, auth_pb2_grpc, qr_code_pb2, qr_code_pb2_grpc
-from tests.service.conftest import PASSWORD, Account, create_code, register
+from tests.service.conftest import PASSWORD, Account, create_code, decoded, register
 from tests.service.richstatus import bad_fields, error_info
 
 Stub = qr_code_pb2_grpc.QrCodeServiceStub
@@ -53,12 +53,6 @@ MAX_PAGES = 200
 
 
 # -- helpers ---------------------------------------------------------------
-
-
-def decoded(png: bytes) -> list[str]:
-    """What zxing-cpp reads in a PNG."""
-    image = Image.open(io.BytesIO(png))
-    return [barcode.text for barcode in zxingcpp.read_barcodes(image)]
 
 
 def decoded_barcodes(png: bytes) -> list[Any]:
