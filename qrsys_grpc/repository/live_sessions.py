@@ -20,6 +20,14 @@ found a session live may finish after the notice of its end arrived. The
 caller therefore takes a ``mark()`` before querying and hands it to
 ``remember``, which refuses when a notice for that session (or a
 reconnection) came after the mark.
+
+An ending must be known everywhere before its caller hears it is done, or
+a client could sign out on one process and still be let in by another that
+has not yet read the notice. So every process, once it has forgotten an
+ended session, confirms it with an ``ack:`` notice of its own, and the
+process that ended the session answers its client only when every
+listening process of the database has confirmed (or, should one not,
+after ``ACK_WAIT_SECONDS``).
 """
 
 from __future__ import annotations
@@ -33,8 +41,10 @@ from collections import deque
 from datetime import datetime
 
 import asyncpg
+import sqlalchemy as sa
 from cachetools import LRUCache
 
+from qrsys_grpc import errors
 from qrsys_grpc.repository.database import Database
 
 logger = logging.getLogger(__name__)
@@ -48,6 +58,9 @@ APPLICATION_NAME = "qrsys-session-listener"
 PROBE_PREFIX = "probe:"
 """Notices of this form test the channel; they end no session."""
 
+ACK_PREFIX = "ack:"
+"""``ack:<session id>:<process>``: that process has forgotten the session."""
+
 RECENT_NOTICES = 4096
 """Notices kept to judge ``remember`` calls; a lookup that saw more end
 while it ran is not remembered."""
@@ -56,8 +69,13 @@ LOOP_PASSES_FOR_A_NOTICE = 3
 """Passes of the event loop from a readable listening socket to a notice
 handled: one to read it, one for asyncpg's callback, one to spare."""
 
-ECHO_WAIT_SECONDS = 1.0
-"""How long an ending waits for its own notice to come back to this process."""
+ACK_WAIT_SECONDS = 2.0
+"""How long an ending waits for every listening process to confirm it."""
+
+_LISTENERS = sa.text(
+    "SELECT count(*) FROM pg_stat_activity "
+    "WHERE datname = current_database() AND application_name = :name"
+)
 
 
 class LiveSessions:
@@ -86,7 +104,9 @@ class LiveSessions:
         self._listening = False
         self._task: asyncio.Task[None] | None = None
         self._probes: dict[str, asyncio.Event] = {}
-        self._noticed: LRUCache[str, bool] = LRUCache(maxsize=RECENT_NOTICES)
+        self._process = uuid.uuid4().hex
+        self._acks: LRUCache[str, set[str]] = LRUCache(maxsize=RECENT_NOTICES)
+        self._acking: set[asyncio.Task[None]] = set()
         self._arrival = asyncio.Event()
         self.hits = 0
         self.misses = 0
@@ -115,6 +135,9 @@ class LiveSessions:
                 await asyncio.wait({task}, timeout=1.0)
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        for confirming in list(self._acking):
+            confirming.cancel()
+        await asyncio.gather(*self._acking, return_exceptions=True)
         self._reset(listening=False)
 
     def is_live(self, session_id: uuid.UUID, user_id: uuid.UUID) -> bool:
@@ -177,33 +200,44 @@ class LiveSessions:
 
     async def ended_here(self, session_ids: list[uuid.UUID]) -> None:
         """This process has just committed the end of these sessions: forget
-        them, and return once their notices have come back (see
-        ``await_notices``). Pass only sessions the commit really ended; no
-        notice comes for one that had ended before."""
+        them, and return once every listening process has confirmed it
+        forgot them too (see ``await_notices``). Pass only sessions the
+        commit really ended; no notice comes for one that had ended before."""
         self.forget(session_ids)
         await self.await_notices(session_ids)
 
     async def await_notices(
-        self, session_ids: list[uuid.UUID], wait_seconds: float = ECHO_WAIT_SECONDS
+        self, session_ids: list[uuid.UUID], wait_seconds: float = ACK_WAIT_SECONDS
     ) -> None:
-        """Wait until the notices of these just-committed endings come back.
+        """Wait until every listening process of the database, this one
+        included, has confirmed that it forgot these just-ended sessions.
 
-        PostgreSQL signals every listening process at the same commit, so
-        once this process has its notice the others have been sent theirs:
-        an ending confirmed to the client after this is, in all but the
-        rarest scheduling, already known to every process. Returns at once
-        while not listening, and after ``wait_seconds`` in any case.
+        Returns at once while not listening (this process remembers nothing
+        then, and no other can be counted on to confirm), and after
+        ``wait_seconds`` in any case, with a warning.
         """
-        if not self._listening:
+        if not self._listening or not session_ids:
             return
+        try:
+            async with self._db.read() as conn:
+                expected = int(
+                    await conn.scalar(_LISTENERS, {"name": self._application_name}) or 1
+                )
+        except errors.QrsysError:
+            expected = 1  # at least this process's own confirmation
         wanted = [str(session_id) for session_id in session_ids]
         loop = asyncio.get_running_loop()
         give_up = loop.time() + wait_seconds
-        while not all(session_id in self._noticed for session_id in wanted):
+        while not all(len(self._acks.get(s, ())) >= expected for s in wanted):
             arrival = self._arrival
             remaining = give_up - loop.time()
             if remaining <= 0 or not self._listening:
-                logger.warning("the notice of an ended session did not come back")
+                confirmed = min(len(self._acks.get(s, ())) for s in wanted)
+                logger.warning(
+                    "only %d of %d processes confirmed an ended session in time",
+                    confirmed,
+                    expected,
+                )
                 return
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(remaining):
@@ -218,10 +252,27 @@ class LiveSessions:
             if arrived is not None:
                 arrived.set()
             return
+        if notice.startswith(ACK_PREFIX):
+            session_id, _, process = notice.removeprefix(ACK_PREFIX).partition(":")
+            confirmed = self._acks.get(session_id)
+            if confirmed is None:
+                confirmed = self._acks[session_id] = set()
+            confirmed.add(process)
+            self._arrival.set()
+            self._arrival = asyncio.Event()
+            return
         self._ended(notice)
-        self._noticed[notice] = True
-        self._arrival.set()
-        self._arrival = asyncio.Event()
+        task = asyncio.get_running_loop().create_task(self._confirm(notice))
+        self._acking.add(task)
+        task.add_done_callback(self._acking.discard)
+
+    async def _confirm(self, session_id: str) -> None:
+        """Tell every process that this one has forgotten ``session_id``."""
+        try:
+            await self._db.notify(CHANNEL, f"{ACK_PREFIX}{session_id}:{self._process}")
+        except errors.QrsysError as exc:
+            # The process that ended it waits its bound for this, then goes on.
+            logger.warning("could not confirm an ended session: %s", exc)
 
     def _ended(self, session_id: str) -> None:
         self._seq += 1

@@ -8,11 +8,12 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import pytest
 import sqlalchemy as sa
 
 from qrsys_grpc.repository.database import Database
-from qrsys_grpc.repository.live_sessions import LiveSessions
+from qrsys_grpc.repository.live_sessions import CHANNEL, LiveSessions
 from qrsys_grpc.repository.sessions import SessionRepository
 from qrsys_grpc.repository.tables import sessions, users
 
@@ -247,3 +248,71 @@ async def test_an_ending_whose_notice_never_comes_waits_no_longer_than_its_bound
     started = loop.time()
     await live.await_notices([uuid.uuid4()], wait_seconds=0.2)
     assert 0.2 <= loop.time() - started < 2.0
+
+
+@pytest.fixture
+async def peer(database_url: str, listener_name: str) -> AsyncIterator[LiveSessions]:
+    """Another process's memory, on a pool of its own, as a second server
+    process sharing the database would have."""
+    db = Database(database_url, pool_size=2)
+    watch = LiveSessions(
+        db, max_entries=100, keepalive_seconds=0.2, application_name=listener_name
+    )
+    watch.start()
+    try:
+        assert await eventually(lambda: watch.listening)
+        yield watch
+    finally:
+        await watch.close()
+        await db.close()
+
+
+async def test_an_ending_returns_only_once_every_process_has_forgotten_it(
+    database: Database, live: LiveSessions, peer: LiveSessions
+) -> None:
+    user_id, session_id = await new_session(database)
+    await look_up(database, peer, user_id, session_id)
+    assert peer.is_live(session_id, user_id)
+    async with database.transaction() as conn:
+        assert await SessionRepository(conn).revoke(session_id)
+
+    await live.ended_here([session_id])
+
+    # No waiting here: the peer confirmed before ended_here returned.
+    assert not peer.is_live(session_id, user_id)
+
+
+async def test_a_process_that_never_confirms_delays_an_ending_by_the_bound_only(
+    database: Database,
+    live: LiveSessions,
+    listener_name: str,
+    database_url: str,
+) -> None:
+    _, session_id = await new_session(database)
+    async with database.transaction() as conn:
+        assert await SessionRepository(conn).revoke(session_id)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await live.await_notices([session_id], wait_seconds=5.0)
+    alone = loop.time() - started
+
+    # A listener under the same name that hears notices but never confirms.
+    silent = await asyncpg.connect(
+        sa.make_url(database_url)
+        .set(drivername="postgresql")
+        .render_as_string(hide_password=False),
+        server_settings={"application_name": listener_name},
+    )
+    try:
+        await silent.add_listener(CHANNEL, lambda *_: None)
+        _, other_session = await new_session(database)
+        async with database.transaction() as conn:
+            assert await SessionRepository(conn).revoke(other_session)
+        started = loop.time()
+        await live.await_notices([other_session], wait_seconds=0.5)
+        with_silent = loop.time() - started
+    finally:
+        await silent.close()
+
+    assert alone < 0.5
+    assert 0.5 <= with_silent < 3.0
