@@ -53,7 +53,9 @@ CHANNEL = "qrsys_session_ended"
 """The channel the ``sessions`` triggers notify (see migration 0003)."""
 
 APPLICATION_NAME = "qrsys-session-listener"
-"""How the listening connection shows in ``pg_stat_activity`` by default."""
+"""How a listening connection shows in ``pg_stat_activity``: every listener
+of the database, whose confirmations an ending waits for, has a name that
+starts with this."""
 
 PROBE_PREFIX = "probe:"
 """Notices of this form test the channel; they end no session."""
@@ -74,7 +76,7 @@ ACK_WAIT_SECONDS = 2.0
 
 _LISTENERS = sa.text(
     "SELECT count(*) FROM pg_stat_activity "
-    "WHERE datname = current_database() AND application_name = :name"
+    "WHERE datname = current_database() AND starts_with(application_name, :name)"
 )
 
 
@@ -90,6 +92,8 @@ class LiveSessions:
         retry_seconds: float = 0.5,
         application_name: str = APPLICATION_NAME,
     ) -> None:
+        if not application_name.startswith(APPLICATION_NAME):
+            raise ValueError(f"a listener's name must start with {APPLICATION_NAME}")
         self._db = database
         self._application_name = application_name
         self._max_entries = max_entries
@@ -221,7 +225,7 @@ class LiveSessions:
         try:
             async with self._db.read() as conn:
                 expected = int(
-                    await conn.scalar(_LISTENERS, {"name": self._application_name}) or 1
+                    await conn.scalar(_LISTENERS, {"name": APPLICATION_NAME}) or 1
                 )
         except errors.QrsysError:
             expected = 1  # at least this process's own confirmation

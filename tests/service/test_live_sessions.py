@@ -13,7 +13,11 @@ import pytest
 import sqlalchemy as sa
 
 from qrsys_grpc.repository.database import Database
-from qrsys_grpc.repository.live_sessions import CHANNEL, LiveSessions
+from qrsys_grpc.repository.live_sessions import (
+    APPLICATION_NAME,
+    CHANNEL,
+    LiveSessions,
+)
 from qrsys_grpc.repository.sessions import SessionRepository
 from qrsys_grpc.repository.tables import sessions, users
 
@@ -43,7 +47,7 @@ async def database(database_url: str) -> AsyncIterator[Database]:
 @pytest.fixture
 def listener_name() -> str:
     """This test's own listener, told apart from other servers' in the run."""
-    return f"qrsys-test-listener-{uuid.uuid4().hex[:8]}"
+    return f"{APPLICATION_NAME}-test-{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture

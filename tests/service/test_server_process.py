@@ -156,7 +156,10 @@ async def test_two_workers_share_one_address_and_both_serve(
     # The kernel spreads connections between the workers: over 24 of them,
     # each worker answers some (all on one has odds of 2 in 16 million).
     for _ in range(24):
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        # A subchannel pool of its own: a new TCP connection for each.
+        async with grpc.aio.insecure_channel(
+            f"127.0.0.1:{port}", options=(("grpc.use_local_subchannel_pool", 1),)
+        ) as channel:
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await auth_pb2_grpc.AuthServiceStub(channel).RefreshToken(
                     auth_pb2.RefreshTokenRequest(refresh_token="not-a-token"),
