@@ -174,6 +174,10 @@ def _normalise_color(value: str) -> str | None:
         digits = "".join(char * 2 for char in digits)
     if len(digits) == 8 and digits.endswith("ff"):
         digits = digits[:6]
+    if len(digits) == 8 and digits.endswith("01"):
+        # segno's PNG writer takes an alpha of 1 (of 255) for opaque, as it
+        # compares it with 1.0; 1/255 and 0 look the same, so 0 it is.
+        digits = digits[:6] + "00"
     return "#" + digits
 
 

@@ -39,8 +39,13 @@ SVG_NS = "{http://www.w3.org/2000/svg}"
 
 def decode(png: bytes) -> list[tuple[str, str]]:
     """Read every barcode in a PNG; return (text, format name) pairs."""
-    image = Image.open(io.BytesIO(png)).convert("RGB")
-    return [(r.text, r.format.name) for r in zxingcpp.read_barcodes(image)]
+    return decode_image(Image.open(io.BytesIO(png)))
+
+
+def decode_image(image: Image.Image) -> list[tuple[str, str]]:
+    """Read every barcode in an image; return (text, format name) pairs."""
+    barcodes = zxingcpp.read_barcodes(image.convert("RGB"))
+    return [(r.text, r.format.name) for r in barcodes]
 
 
 def png_of(text: str, style: Style | None = None, scale: int = 4) -> bytes:
@@ -646,6 +651,19 @@ class TestRender:
         style = Style(dark_color="#00000080", light_color="#ff000000")
         data = render(symbol, style, fmt, scale=1, border=None)
         assert len(data) > 100
+
+    def test_a_nearly_clear_background_stays_clear_in_a_png(
+        self, symbol: Symbol
+    ) -> None:
+        """An alpha of 1/255 is drawn as clear, not (as segno would) opaque."""
+        style = style_from_proto(pb.QrStyle(light_color="#00000001"), kind="text")
+        assert style.light_color == "#00000000"
+        png = render(symbol, style, ImageFormat.PNG, scale=4, border=None)
+        image = Image.open(io.BytesIO(png)).convert("RGBA")
+        assert image.getpixel((0, 0))[3] == 0
+        on_white = Image.new("RGBA", image.size, "white")
+        on_white.alpha_composite(image)
+        assert [text for text, _ in decode_image(on_white)] == [symbol.encoded_text]
 
     @pytest.mark.parametrize("scale", [1, 3, 10], ids=["1", "3", "10"])
     def test_eps_bounding_box_follows_scale(self, symbol: Symbol, scale: int) -> None:
