@@ -50,7 +50,7 @@ from qrsys_grpc.qr.handlers import QrCodeServicer
 from qrsys_grpc.qr.render import RenderCache
 from qrsys_grpc.repository.database import Database
 from qrsys_grpc.repository.live_sessions import LiveSessions
-from qrsys_grpc.settings import Settings
+from qrsys_grpc.settings import MAX_WORKERS, Settings
 from qrsys_grpc.tls import ReloadingCredentials
 from qrsys_grpc.tracing import tracing_interceptors
 from qrsys_grpc.v1 import auth_pb2, auth_pb2_grpc, qr_code_pb2, qr_code_pb2_grpc
@@ -65,6 +65,10 @@ SERVICE_NAMES = (
     auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name,
     qr_code_pb2.DESCRIPTOR.services_by_name["QrCodeService"].full_name,
 )
+
+
+MAX_METADATA_BYTES = 16 * 1024
+"""The most metadata a call may carry."""
 
 
 class StartupError(RuntimeError):
@@ -193,6 +197,10 @@ async def follow_database(
 def server_options(settings: Settings, *, reuse_port: bool) -> list[tuple[str, int]]:
     """Channel arguments for the limits in ``settings``."""
     return [
+        # Soft and hard limit alike, so that metadata up to 16 KiB always
+        # passes and more never does (between the two, gRPC refuses at random).
+        ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+        ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.so_reuseport", 1 if reuse_port else 0),
@@ -369,7 +377,8 @@ async def serve(
     )
     if running.metrics_port is not None:
         logger.info("metrics on port %d at /metrics", running.metrics_port)
-    logger.info("qrsys serving on %s", settings.listen_address)
+    host = settings.listen_address.rpartition(":")[0]
+    logger.info("qrsys serving on %s:%d", host, running.port)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -492,6 +501,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``qrsys-server`` console script."""
     args = parse_args(argv)
+    if args.workers is not None and not 1 <= args.workers <= MAX_WORKERS:
+        print(f"qrsys-server: --workers must be 1 to {MAX_WORKERS}", file=sys.stderr)
+        return 2
     overrides = {} if args.workers is None else {"workers": args.workers}
     try:
         settings = Settings(**overrides)
@@ -503,6 +515,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logs.configure(settings.log_format, settings.log_level)
 
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(
+            f"qrsys-server: invalid configuration:\n  QRSYS_DATA_DIR: {exc}",
+            file=sys.stderr,
+        )
+        return 2
     embedded = (
         EmbeddedPostgres(settings.data_dir) if not settings.database_url else None
     )

@@ -7,10 +7,14 @@ import sys
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+import sqlalchemy as sa
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIN_SECRET_BYTES = 32
+
+MAX_WORKERS = 64
+MAX_PORT = 65535
 
 MIN_MESSAGE_BYTES = 2 * 1024 * 1024
 """Room for qrsys's largest single answer: a batch of 256 KiB of content
@@ -77,7 +81,7 @@ class Settings(BaseSettings):
     tls_key_file: Path | None = None
     tls_client_ca_file: Path | None = None
 
-    workers: int = Field(default=1, ge=1, le=64)
+    workers: int = Field(default=1, ge=1, le=MAX_WORKERS)
     metrics_address: str = ""
     tracing: Literal["off", "otlp", "console"] = "off"
     log_format: Literal["text", "json"] = "text"
@@ -110,4 +114,25 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _empty_url_is_unset(cls, value: str | None) -> str | None:
-        return value or None
+        if not value:
+            return None
+        try:
+            url = sa.make_url(value)
+        except sa.exc.ArgumentError as exc:
+            raise ValueError("is not a database URL") from exc
+        if url.get_backend_name() not in ("postgresql", "postgres"):
+            raise ValueError(
+                f"must be a postgresql:// URL, not {url.get_backend_name()}://"
+            )
+        return value
+
+    @field_validator("listen_address", "metrics_address")
+    @classmethod
+    def _host_and_port(cls, value: str, info: ValidationInfo) -> str:
+        if not value and info.field_name == "metrics_address":
+            return value  # off
+        host, colon, port = value.rpartition(":")
+        digits = port.isascii() and port.isdigit()
+        if not colon or not host or not digits or int(port) > MAX_PORT:
+            raise ValueError(f"must be host:port with a port of 0 to {MAX_PORT}")
+        return value

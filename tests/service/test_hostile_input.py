@@ -139,6 +139,27 @@ class TestControlCharacters:
         assert error_info(error).reason == "INVALID_CREDENTIALS"
 
 
+class TestMetadata:
+    """Metadata up to 16 KiB always passes, and more never does."""
+
+    async def test_metadata_under_the_bound_is_never_refused(
+        self, auth: auth_pb2_grpc.AuthServiceStub, account: Account
+    ) -> None:
+        padded = (*account.metadata, ("x-pad", "p" * 12_000))
+        for _ in range(20):
+            await auth.GetCurrentUser(auth_pb2.GetCurrentUserRequest(), metadata=padded)
+
+    async def test_metadata_over_the_bound_is_always_refused(
+        self, auth: auth_pb2_grpc.AuthServiceStub, account: Account
+    ) -> None:
+        padded = (*account.metadata, ("x-pad", "p" * 20_000))
+        for _ in range(5):
+            error = await failure(
+                auth.GetCurrentUser(auth_pb2.GetCurrentUserRequest(), metadata=padded)
+            )
+            assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
 class TestInvisibleText:
     """Text that shows nothing, or breaks a line, where one line is wanted."""
 

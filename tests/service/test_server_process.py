@@ -53,13 +53,54 @@ def test_help_describes_the_configuration() -> None:
     assert "--migrate" in result.stdout
 
 
-def test_invalid_configuration_exits_2_naming_the_variable(tmp_path: Path) -> None:
-    env = server_env(tmp_path, free_port(), QRSYS_JWT_SECRET="too-short")
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("QRSYS_JWT_SECRET", "too-short"),
+        ("QRSYS_LISTEN_ADDRESS", "127.0.0.1:99999"),
+        ("QRSYS_LISTEN_ADDRESS", "127.0.0.1:"),
+        ("QRSYS_METRICS_ADDRESS", "9100"),
+        ("QRSYS_DATABASE_URL", "mysql://db/qrsys"),
+        ("QRSYS_DATA_DIR", "/proc/no-such-directory"),
+        ("QRSYS_MAX_MESSAGE_BYTES", "1000"),
+        ("QRSYS_MIGRATIONS_DIR", "/proc/no-such-directory"),
+    ],
+    ids=[
+        "short-secret",
+        "port-past-65535",
+        "no-port",
+        "metrics-no-host",
+        "not-postgresql",
+        "data-dir-unmakeable",
+        "tiny-messages",
+        "no-migrations",
+    ],
+)
+def test_invalid_configuration_exits_2_naming_the_variable(
+    tmp_path: Path, variable: str, value: str
+) -> None:
+    env = server_env(tmp_path, free_port(), **{variable: value})
     result = subprocess.run(
         SERVER, env=env, capture_output=True, text=True, timeout=60, check=False
     )
+    assert result.returncode == 2, result.stderr
+    assert f"{variable}: " in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_an_out_of_range_workers_flag_is_named(tmp_path: Path) -> None:
+    env = server_env(tmp_path, free_port())
+    result = subprocess.run(
+        [*SERVER, "--workers", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 2
-    assert "QRSYS_JWT_SECRET: " in result.stderr
+    assert "--workers" in result.stderr
+    assert "QRSYS_WORKERS" not in result.stderr
 
 
 def test_refuses_a_schema_behind_head(
