@@ -161,9 +161,17 @@ class TlsFiles:
 
     @classmethod
     def from_dict(cls, data: Any) -> TlsFiles:
-        """Read what ``to_dict`` wrote; anything else is no TLS."""
-        if not isinstance(data, dict):
+        """Read what ``to_dict`` wrote; nothing at all is no TLS.
+
+        Raises:
+            ValueError: something else is there.
+        """
+        if data is None:
             return cls()
+        if not isinstance(data, dict) or not isinstance(
+            data.get("enabled", False), bool
+        ):
+            raise ValueError("the TLS settings are not what qrsys wrote")
 
         def text(name: str) -> str | None:
             value = data.get(name)
@@ -227,15 +235,18 @@ class CredentialStore:
             warn(f"{self.path} can be read by other users; run: chmod 600 {self.path}")
         try:
             data = json.loads(raw.decode("utf-8"))
+            if not isinstance(data, dict) or not isinstance(data.get("tokens"), dict):
+                raise ValueError("not what qrsys wrote")
             server = data["server"]
             if not isinstance(server, str) or not server:
                 raise ValueError("no server")
             tokens = TokenPair.from_dict(data["tokens"])
+            tls = TlsFiles.from_dict(data.get("tls"))
         except (ValueError, KeyError, TypeError):
             raise CliError(
                 f"the credentials file {self.path} is damaged; run `qrsys login` again"
             ) from None
-        return Credentials(server, tokens, TlsFiles.from_dict(data.get("tls")))
+        return Credentials(server, tokens, tls)
 
     def save(self, credentials: Credentials) -> None:
         """Write ``credentials``, replacing the file in one step."""

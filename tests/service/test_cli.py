@@ -489,8 +489,28 @@ async def test_default_location_is_under_xdg_config_home(
 
 @pytest.mark.parametrize(
     "damage",
-    [b"{not json", b"\xff\xfe", b"[]", b'{"server": 5}'],
-    ids=["not-json", "not-utf8", "a-list", "wrong-types"],
+    [
+        b"{not json",
+        b"\xff\xfe",
+        b"[]",
+        b'{"server": 5}',
+        b'{"server": "127.0.0.1:1", "tokens": []}',
+        b'{"server": "127.0.0.1:1", "tokens": null}',
+        b'{"server": "127.0.0.1:1", "tokens": {"access_token": "a", '
+        b'"refresh_token": "r"}, "tls": {"enabled": "no"}}',
+        b'{"server": "127.0.0.1:1", "tokens": {"access_token": "a", '
+        b'"refresh_token": "r"}, "tls": "yes"}',
+    ],
+    ids=[
+        "not-json",
+        "not-utf8",
+        "a-list",
+        "wrong-types",
+        "tokens-a-list",
+        "tokens-null",
+        "tls-enabled-a-string",
+        "tls-a-string",
+    ],
 )
 async def test_a_damaged_credentials_file_is_reported(
     run: Run, account: Account, credentials_file: Path, damage: bytes
