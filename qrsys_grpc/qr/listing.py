@@ -192,6 +192,10 @@ def decode_page_token(
     if fingerprint != _fingerprint(owner_id, query, order) or "\x00" in value:
         raise invalid
     try:
+        value.encode("utf-8")  # a lone surrogate is no text PostgreSQL holds
+    except UnicodeEncodeError as exc:
+        raise invalid from exc
+    try:
         last_id = uuid.UUID(last)
         position: Any = (
             datetime.fromisoformat(value) if order.field in TIME_FIELDS else value

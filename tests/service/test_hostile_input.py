@@ -68,6 +68,27 @@ class TestPageTokens:
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert bad_fields(error) == ["page_token"]
 
+    async def test_a_lone_surrogate_as_the_position_names_the_token(
+        self, qr: qr_code_pb2_grpc.QrCodeServiceStub, account: Account
+    ) -> None:
+        for n in range(2):
+            await create_code(qr, account, title=f"surrogate {n}")
+        first = await qr.ListQrCodes(
+            qr_code_pb2.ListQrCodesRequest(page_size=1, order_by="title"),
+            metadata=account.metadata,
+        )
+        forged = reencoded(first.next_page_token, v="\ud800")
+        error = await failure(
+            qr.ListQrCodes(
+                qr_code_pb2.ListQrCodesRequest(
+                    page_size=1, page_token=forged, order_by="title"
+                ),
+                metadata=account.metadata,
+            )
+        )
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert bad_fields(error) == ["page_token"]
+
     async def test_a_json_array_token(
         self, qr: qr_code_pb2_grpc.QrCodeServiceStub, account: Account
     ) -> None:
