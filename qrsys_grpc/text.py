@@ -11,14 +11,21 @@ from __future__ import annotations
 
 import unicodedata
 
+import regex
+
 from qrsys_grpc import errors
 
 LINE_BREAKS = frozenset("\t\n\r")
 SEPARATORS = frozenset(("Zl", "Zp"))
 """The categories of U+2028 LINE SEPARATOR and U+2029 PARAGRAPH SEPARATOR."""
-UNSEEN = frozenset(("Cc", "Cf", "Zs", "Zl", "Zp"))
-"""Categories that draw nothing: controls, formats (such as U+200B ZERO
-WIDTH SPACE) and spaces."""
+_BLANK = regex.compile(
+    r"[\p{Default_Ignorable_Code_Point}\p{White_Space}\p{Cc}\p{Cf}\p{Cn}"
+    r"\N{BRAILLE PATTERN BLANK}]*"
+)
+"""What draws nothing: spaces, controls and formats, the characters Unicode
+says to ignore when they cannot be shown (U+200B, U+3164 HANGUL FILLER,
+variation selectors, ...), unassigned code points and the blank braille
+cell."""
 
 
 def check_no_controls(value: str, field: str, *, multiline: bool = False) -> None:
@@ -49,4 +56,4 @@ def check_no_controls(value: str, field: str, *, multiline: bool = False) -> Non
 def is_blank(value: str) -> bool:
     """Whether ``value`` draws nothing: empty, or only spaces and
     invisible characters."""
-    return all(unicodedata.category(char) in UNSEEN for char in value)
+    return _BLANK.fullmatch(value) is not None

@@ -124,8 +124,10 @@ def _check_chars(value: str, field: str, *, multiline: bool) -> None:
 
 def _required(value: str, field: str, *, multiline: bool = False) -> str:
     """Check a required single- or multi-line value; return it unchanged."""
-    if not value.strip():
+    if not value:
         raise InvalidArgument.field(field, "is required")
+    if not value.strip():
+        raise InvalidArgument.field(field, "holds only spaces or line breaks")
     _check_chars(value, field, multiline=multiline)
     return value
 
