@@ -234,24 +234,25 @@ def _encode_wifi(wifi: qr_code_pb2.WifiContent) -> str:
         raise InvalidArgument.field(
             "wifi.password", "an open network (security NONE) takes no password"
         )
-    if auth == "WPA" and not (
-        WPA_MIN_PASSWORD_CHARS <= len(password) <= WPA_MAX_PASSWORD_CHARS
-    ):
+    # A passphrase is bytes to the network (the key is derived from its
+    # UTF-8 encoding), so its bounds count bytes, not characters.
+    size = len(password.encode("utf-8"))
+    if auth == "WPA" and not (WPA_MIN_PASSWORD_CHARS <= size <= WPA_MAX_PASSWORD_CHARS):
         raise InvalidArgument.field(
             "wifi.password",
             f"a WPA password has {WPA_MIN_PASSWORD_CHARS} to "
-            f"{WPA_MAX_PASSWORD_CHARS} characters, got {len(password)}",
+            f"{WPA_MAX_PASSWORD_CHARS} bytes in UTF-8, got {size}",
         )
     if auth == "WEP" and not password:
         raise InvalidArgument.field("wifi.password", "a WEP network needs a password")
     if auth == "WEP" and not (
-        len(password) in WEP_KEY_CHARS
+        (password.isascii() and len(password) in WEP_KEY_CHARS)
         or (len(password) in WEP_KEY_HEX_DIGITS and _HEX.fullmatch(password))
     ):
         raise InvalidArgument.field(
             "wifi.password",
-            f"a WEP key has 5, 13, 16 or 29 characters, or 10, 26, 32 or 58 hex "
-            f"digits, got {len(password)} characters",
+            f"a WEP key has 5, 13, 16 or 29 ASCII characters, or 10, 26, 32 or "
+            f"58 hex digits, got {len(password)} characters",
         )
     parts = [f"WIFI:T:{auth};S:{ssid.translate(_WIFI_ESCAPE)};"]
     if auth != "nopass":

@@ -269,6 +269,20 @@ class TestWifi:
     ) -> None:
         assert words in fails(field, wifi=pb.WifiContent(**fields))
 
+    @pytest.mark.parametrize(
+        ("password", "size"),
+        [("é" * 32, 64), ("😀" * 16, 64), ("é" * 3 + "a", 7)],
+        ids=["64-bytes-of-accents", "64-bytes-of-emoji", "7-bytes"],
+    )
+    def test_wpa_bounds_count_bytes(self, password: str, size: int) -> None:
+        assert f"got {size}" in fails(
+            "wifi.password", wifi=pb.WifiContent(ssid="x", password=password)
+        )
+
+    def test_accepts_a_wpa_password_of_63_bytes_in_fewer_characters(self) -> None:
+        password = "é" * 31 + "a"
+        assert wifi(ssid="x", password=password) == f"WIFI:T:WPA;S:x;P:{password};;"
+
     @pytest.mark.parametrize("length", [8, 63], ids=["8", "63"])
     def test_accepts_wpa_passwords_at_the_bounds(self, length: int) -> None:
         assert (
@@ -288,8 +302,8 @@ class TestWifi:
 
     @pytest.mark.parametrize(
         "key",
-        ["abc", "123456", "g" * 10, "z" * 26, "1" * 63],
-        ids=["3", "6", "10-not-hex", "26-not-hex", "63"],
+        ["abc", "123456", "g" * 10, "z" * 26, "1" * 63, "ééééé", "😀" * 5],
+        ids=["3", "6", "10-not-hex", "26-not-hex", "63", "accents", "emoji"],
     )
     def test_rejects_a_wep_key_no_network_can_have(self, key: str) -> None:
         words = fails(
