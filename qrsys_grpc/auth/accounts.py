@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import unicodedata
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -65,8 +66,12 @@ def normalize_email(email: str, *, field: str = "email") -> str:
             field, f"must be at most {MAX_EMAIL_LENGTH} characters"
         )
     check_no_controls(email, field)
+    # NFKC first, so that a fullwidth or other compatibility spelling is the
+    # same address as its plain form, not a second account that looks alike;
+    # strict, so that the local part's 64-octet bound holds too.
+    email = unicodedata.normalize("NFKC", email)
     try:
-        return validate_email(email, check_deliverability=False).normalized
+        return validate_email(email, check_deliverability=False, strict=True).normalized
     except EmailNotValidError as exc:
         raise errors.InvalidArgument.field(
             field, f"is not a valid email address: {exc}"

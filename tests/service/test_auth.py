@@ -347,6 +347,22 @@ class TestRegister:
             reason="EMAIL_TAKEN",
         )
 
+    async def test_a_fullwidth_spelling_is_the_same_address(
+        self, auth: AuthStub
+    ) -> None:
+        local = f"wide-{uuid.uuid4().hex[:10]}"
+        await register(auth, f"{local}@example.com")
+        fullwidth = "".join(chr(ord(c) + 0xFEE0) if c.isalnum() else c for c in local)
+        await refused(
+            auth.Register(
+                auth_pb2.RegisterRequest(
+                    email=f"{fullwidth}@example.com", password=PASSWORD
+                )
+            ),
+            Code.ALREADY_EXISTS,
+            reason="EMAIL_TAKEN",
+        )
+
     async def test_login_compares_email_case_insensitively(
         self, auth: AuthStub
     ) -> None:
@@ -371,6 +387,7 @@ class TestRegister:
             "user@example.com\n",
             "z' OR email='victim@example.com' --@example.com",
             "a" * 64 + "@" + ".".join(["b" * 63, "c" * 63, "d" * 63, "com"]),
+            "a" * 65 + "@example.com",
         ],
         ids=[
             "no-at",
@@ -386,6 +403,7 @@ class TestRegister:
             "newline",
             "sql",
             "too-long",
+            "local-part-of-65",
         ],
     )
     async def test_register_rejects_invalid_email(
