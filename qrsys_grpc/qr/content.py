@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import re
 from decimal import Decimal
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import segno.helpers
 from schwifty import BIC, IBAN
@@ -35,6 +35,8 @@ MAX_URL_CHARS = 4096
 WIFI_MAX_SSID_BYTES = 32
 WPA_MIN_PASSWORD_CHARS = 8
 WPA_MAX_PASSWORD_CHARS = 63
+WEB_SCHEMES = frozenset(("http", "https"))
+"""Schemes whose URLs must name a host for a phone to open them."""
 WEP_KEY_CHARS = (5, 13, 16, 29)
 """The lengths of a WEP key typed as text (40, 104, 128 and 232 bits)."""
 WEP_KEY_HEX_DIGITS = (10, 26, 32, 58)
@@ -192,6 +194,20 @@ def _encode_url(url: str) -> str:
     if not _URL_SCHEME.match(url):
         raise InvalidArgument.field(
             "url", f"{url[:100]!r} has no scheme; write it like https://example.com"
+        )
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError as exc:
+        raise InvalidArgument.field(
+            "url", f"{url[:100]!r} is not a URL: {exc}"
+        ) from None
+    if parts.scheme.lower() in WEB_SCHEMES and (
+        not host or any(char.isspace() for char in parts.netloc)
+    ):
+        raise InvalidArgument.field(
+            "url",
+            f"{url[:100]!r} names no host; write it like https://example.com/menu",
         )
     return url
 

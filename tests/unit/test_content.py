@@ -171,6 +171,21 @@ class TestUrl:
     def test_rejects_surrounding_white_space(self) -> None:
         assert "white space" in fails("url", url=" https://example.com")
 
+    @pytest.mark.parametrize(
+        "url",
+        ["https://", "https:///path", "https://exa mple.com", "http://:80/menu"],
+        ids=["nothing", "empty-host", "space-in-host", "port-only"],
+    )
+    def test_rejects_a_web_url_without_a_host(self, url: str) -> None:
+        assert "names no host" in fails("url", url=url)
+
+    def test_rejects_a_url_python_cannot_split(self) -> None:
+        assert "is not a URL" in fails("url", url="https://[::1/menu")
+
+    def test_a_space_in_a_path_is_left_to_the_reader(self) -> None:
+        url = "https://menu.example/pizza margherita"
+        assert encode(url=url) == url
+
 
 def wifi(**fields: Any) -> str:
     return encode(wifi=pb.WifiContent(**fields))
