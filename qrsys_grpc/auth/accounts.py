@@ -407,7 +407,6 @@ class Accounts:
         async with self._db.transaction() as conn:
             ended = await SessionRepository(conn).revoke_all(user.id)
             await UserRepository(conn).delete(user.id)
-        self._live.forget([caller.session_id])  # even if it ended meanwhile
         await self._live.ended_here(ended)
         logger.info("user %s deleted their account", user.id)
 
@@ -417,7 +416,7 @@ class Accounts:
         Raises:
             errors.Unauthenticated: it has.
         """
-        if await self._live.is_live_now(caller.session_id, caller.user_id):
+        if self._live.is_live(caller.session_id, caller.user_id):
             return
         mark = self._live.mark()
         async with self._db.read() as conn:

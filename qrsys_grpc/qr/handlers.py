@@ -38,9 +38,6 @@ def code_message(record: QrCodeRecord) -> qr_code_pb2.QrCode:
     )
 
 
-DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024
-"""gRPC's own default bound on a message, as QRSYS_MAX_MESSAGE_BYTES is."""
-
 PAGE_OVERHEAD_BYTES = 4096
 """What a ListQrCodes response needs beside its codes (token, total)."""
 
@@ -55,7 +52,7 @@ class QrCodeServicer(qr_code_pb2_grpc.QrCodeServiceServicer):
         self,
         qr_codes: QrCodes,
         accounts: Accounts,
-        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        max_response_bytes: int,
     ) -> None:
         self._codes = qr_codes
         self._accounts = accounts

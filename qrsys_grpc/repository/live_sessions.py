@@ -67,10 +67,6 @@ RECENT_NOTICES = 4096
 """Notices kept to judge ``remember`` calls; a lookup that saw more end
 while it ran is not remembered."""
 
-LOOP_PASSES_FOR_A_NOTICE = 3
-"""Passes of the event loop from a readable listening socket to a notice
-handled: one to read it, one for asyncpg's callback, one to spare."""
-
 ACK_WAIT_SECONDS = 2.0
 """How long an ending waits for every listening process to confirm it."""
 
@@ -146,29 +142,12 @@ class LiveSessions:
 
     def is_live(self, session_id: uuid.UUID, user_id: uuid.UUID) -> bool:
         """Whether the session is known live for this user, without a query."""
-        if not self._remembered(session_id, user_id):
+        entry = self._entries.get(session_id) if self._listening else None
+        if entry is None or entry[0] != user_id or entry[1] <= time.time():
             self.misses += 1
             return False
         self.hits += 1
         return True
-
-    async def is_live_now(self, session_id: uuid.UUID, user_id: uuid.UUID) -> bool:
-        """``is_live``, after handing notices already waiting on the
-        listening socket to this memory.
-
-        The asyncio loop reads a readable socket in one pass and asyncpg
-        hands a notice to its listener in the next, so a few passes of the
-        loop let a notice that reached this process before the call did
-        take effect first. It costs microseconds, not a round trip.
-        """
-        if self._remembered(session_id, user_id):
-            for _ in range(LOOP_PASSES_FOR_A_NOTICE):
-                await asyncio.sleep(0)
-        return self.is_live(session_id, user_id)
-
-    def _remembered(self, session_id: uuid.UUID, user_id: uuid.UUID) -> bool:
-        entry = self._entries.get(session_id) if self._listening else None
-        return entry is not None and entry[0] == user_id and entry[1] > time.time()
 
     def mark(self) -> int:
         """A point in the stream of notices, to take before a lookup."""
