@@ -4,6 +4,7 @@ it remembers, and how every way a session ends reaches it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -50,13 +51,11 @@ def listener_name() -> str:
     return f"{APPLICATION_NAME}-test-{uuid.uuid4().hex[:8]}"
 
 
-@pytest.fixture
-async def live(database: Database, listener_name: str) -> AsyncIterator[LiveSessions]:
+@contextlib.asynccontextmanager
+async def listening(database: Database, name: str) -> AsyncIterator[LiveSessions]:
+    """A memory of live sessions on ``database``, once it hears notices."""
     watch = LiveSessions(
-        database,
-        max_entries=100,
-        keepalive_seconds=0.2,
-        application_name=listener_name,
+        database, max_entries=100, keepalive_seconds=0.2, application_name=name
     )
     watch.start()
     try:
@@ -64,6 +63,12 @@ async def live(database: Database, listener_name: str) -> AsyncIterator[LiveSess
         yield watch
     finally:
         await watch.close()
+
+
+@pytest.fixture
+async def live(database: Database, listener_name: str) -> AsyncIterator[LiveSessions]:
+    async with listening(database, listener_name) as watch:
+        yield watch
 
 
 async def new_session(database: Database) -> tuple[uuid.UUID, uuid.UUID]:
@@ -259,15 +264,10 @@ async def peer(database_url: str, listener_name: str) -> AsyncIterator[LiveSessi
     """Another process's memory, on a pool of its own, as a second server
     process sharing the database would have."""
     db = Database(database_url, pool_size=2)
-    watch = LiveSessions(
-        db, max_entries=100, keepalive_seconds=0.2, application_name=listener_name
-    )
-    watch.start()
     try:
-        assert await eventually(lambda: watch.listening)
-        yield watch
+        async with listening(db, listener_name) as watch:
+            yield watch
     finally:
-        await watch.close()
         await db.close()
 
 
