@@ -33,8 +33,8 @@ CONTENT_KINDS = ("text", "url", "wifi", "contact", "email", "sms", "geo", "epc")
 MAX_TEXT_CHARS = 4096
 MAX_URL_CHARS = 4096
 WIFI_MAX_SSID_BYTES = 32
-WPA_MIN_PASSWORD_CHARS = 8
-WPA_MAX_PASSWORD_CHARS = 63
+WPA_MIN_PASSWORD_BYTES = 8
+WPA_MAX_PASSWORD_BYTES = 63
 WEB_SCHEMES = frozenset(("http", "https"))
 """Schemes whose URLs must name a host for a phone to open them."""
 WEP_KEY_CHARS = (5, 13, 16, 29)
@@ -253,11 +253,11 @@ def _encode_wifi(wifi: qr_code_pb2.WifiContent) -> str:
     # A passphrase is bytes to the network (the key is derived from its
     # UTF-8 encoding), so its bounds count bytes, not characters.
     size = len(password.encode("utf-8"))
-    if auth == "WPA" and not (WPA_MIN_PASSWORD_CHARS <= size <= WPA_MAX_PASSWORD_CHARS):
+    if auth == "WPA" and not (WPA_MIN_PASSWORD_BYTES <= size <= WPA_MAX_PASSWORD_BYTES):
         raise InvalidArgument.field(
             "wifi.password",
-            f"a WPA password has {WPA_MIN_PASSWORD_CHARS} to "
-            f"{WPA_MAX_PASSWORD_CHARS} bytes in UTF-8, got {size}",
+            f"a WPA password has {WPA_MIN_PASSWORD_BYTES} to "
+            f"{WPA_MAX_PASSWORD_BYTES} bytes in UTF-8, got {size}",
         )
     if auth == "WEP" and not password:
         raise InvalidArgument.field("wifi.password", "a WEP network needs a password")
